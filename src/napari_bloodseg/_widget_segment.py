@@ -1,0 +1,132 @@
+"""Segment widget: pick an image layer, run the U-Net in a worker thread, get a class labels layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
+from napari.layers import Image
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+
+from .layers import labels_layer_kwargs
+
+if TYPE_CHECKING:
+    import napari
+
+
+@thread_worker
+def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_diameter: float | None):
+    from .infer import Segmenter
+
+    seg = Segmenter.from_file(model_path, device=device)
+    return (yield from seg.iter_segment(image, rbc_diameter))
+
+
+class SegmentWidget(Container):
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__()
+        self._viewer = napari_viewer
+        self._image = ComboBox(label="image", choices=self._image_layers, tooltip="RGB smear image layer to segment")
+        self._model = FileEdit(
+            label="model", mode="r", filter="*.safetensors",
+            tooltip="Checkpoint to use; leave empty for the model shipped with napari-bloodseg",
+        )
+        self._model.value = ""
+        self._device = ComboBox(
+            label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
+            tooltip="auto: CUDA GPU if present, else Apple MPS, else CPU",
+        )
+        self._auto_d = CheckBox(text="estimate RBC diameter", value=True,
+                                tooltip="Measure the typical healthy red cell size in the image")
+        self._diameter = FloatSpinBox(
+            label="RBC diameter (px)", value=36.0, min=4.0, max=1000.0, step=0.5, enabled=False,
+            tooltip="Diameter of a healthy red blood cell in image pixels (about 7.5 µm). "
+            "The image is rescaled so that RBCs match the model's training scale (36 px).",
+        )
+        self._run = PushButton(text="Segment")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._status = Label(value="")
+        self.extend([self._image, self._model, self._device, self._auto_d, self._diameter, self._run, self._cancel, self._status])
+        self._auto_d.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        self._viewer.layers.events.inserted.connect(self._image.reset_choices)
+        self._viewer.layers.events.removed.connect(self._image.reset_choices)
+        self.worker = None
+        self._pbar = None
+
+    def _image_layers(self, _widget=None) -> list:
+        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def run(self) -> None:
+        layer = self._image.value
+        if layer is None:
+            show_error("Open an RGB smear image first (or File > Open Sample > Rendered blood smear).")
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        image = np.asarray(data)
+        model = str(self._model.value) if str(self._model.value) not in ("", ".") else None
+        if model is not None and not Path(model).is_file():
+            show_error(f"Model file not found: {model}")
+            return
+        diameter = None if self._auto_d.value else float(self._diameter.value)
+        self._start(layer, image, model, diameter)
+
+    def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None) -> None:
+        self._pbar = progress(total=0, desc=f"Segmenting {layer.name}")
+        worker = _segment_worker(image, model, self._device.value, diameter)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._on_result(layer, result))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._run.enabled, self._cancel.enabled = False, True
+        self._status.value = "segmenting…"
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self._status.value = "cancelled"
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        if self._pbar is not None:
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.n = done
+            self._pbar.refresh()
+        self._status.value = f"tile {done}/{total}"
+
+    def _on_result(self, layer: Image, result) -> None:
+        name = f"{layer.name} classes"
+        self._viewer.add_labels(
+            result.labels,
+            **labels_layer_kwargs(
+                name,
+                scale=layer.scale[-2:],
+                translate=layer.translate[-2:],
+                metadata={"bloodseg": {"kind": "class map", "source": layer.name,
+                                       "rbc_diameter": result.rbc_diameter,
+                                       "rbc_diameter_estimated": result.rbc_diameter_estimated},
+                          "confidence": result.confidence},
+            ),
+        )
+        how = "estimated" if result.rbc_diameter_estimated else "given"
+        self._status.value = f"done: RBC diameter {result.rbc_diameter:.1f} px ({how})"
+        show_info(f"Segmented {layer.name}: RBC diameter {result.rbc_diameter:.1f} px ({how})")
+
+    def _on_error(self, exc: Exception) -> None:
+        self._status.value = f"error: {exc}"
+        show_error(f"Segmentation failed: {exc}")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._run.enabled, self._cancel.enabled = True, False
+        self.worker = None

@@ -1,0 +1,43 @@
+"""npe2 writer: a labels layer → uint8 class-id PNG, a colour PNG and a classes JSON beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .classes import IGNORE_INDEX, NUM_CLASSES, class_table, colorize
+from .io import write_png
+
+
+def class_mask(data) -> np.ndarray:
+    """Labels data → uint8 class ids; ValueError if it holds values outside the class table."""
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise ValueError(f"a class mask must be 2-D, got shape {arr.shape}")
+    vals = np.unique(arr)
+    bad = vals[(vals < 0) | ((vals >= NUM_CLASSES) & (vals != IGNORE_INDEX))]
+    if bad.size:
+        raise ValueError(
+            f"labels hold values {bad[:5].tolist()} outside the class ids 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} = ignore)"
+        )
+    return arr.astype(np.uint8)
+
+
+def write_labels(path: str, data, meta: dict) -> list[str]:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_suffix(".png")
+    mask = class_mask(data)
+    color = path.with_name(f"{path.stem}_color.png")
+    table = path.with_name(f"{path.stem}_classes.json")
+    # The main file's overwrite was confirmed by the save dialog; companions of another file are not ours to replace.
+    if not path.exists():
+        for side in (color, table):
+            if side.exists():
+                raise FileExistsError(f"{side} already exists (not overwritten)")
+    write_png(path, mask, overwrite=True)
+    write_png(color, colorize(mask), overwrite=True)
+    table.write_text(json.dumps({"classes": class_table(), "ignore": IGNORE_INDEX, "mask": path.name}, indent=1))
+    return [str(path), str(color), str(table)]

@@ -1,0 +1,282 @@
+"""Inference on any image size: input checks, RBC-scale estimate, tiles with blended stitching."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage import filters, measure, morphology, transform
+
+from .checkpoint import ModelInfo, load_checkpoint
+from .classes import NUM_CLASSES
+from .model import TILE, UNet
+
+
+class Device(str, Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class InputError(ValueError):
+    """An image this tool cannot segment, with the reason in user terms."""
+
+
+class Cancelled(Exception):
+    """Raised when the caller asked to stop."""
+
+
+def resolve_device(device: str | Device = "auto") -> torch.device:
+    """'auto' → cuda > mps > cpu; a named device must be available."""
+    try:
+        name = Device(str(device).lower().split(":")[0])
+    except ValueError:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(d.value for d in Device)}") from None
+    if name is Device.AUTO:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name is Device.CUDA and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if name is Device.MPS and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but Apple MPS is not available; use 'auto' or 'cpu'")
+    return torch.device(str(device).lower())
+
+
+def prepare_image(image: np.ndarray) -> np.ndarray:
+    """Any supported 2-D colour image → (H, W, 3) uint8 RGB; everything else → InputError."""
+    arr = np.asarray(image)
+    if arr.dtype == bool or arr.dtype.kind not in "uif":
+        raise InputError(f"unsupported pixel type {arr.dtype}; expected an RGB image")
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] == 1):
+        raise InputError("grayscale image: blood smear segmentation needs a colour (RGB) image")
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        raise InputError("two-channel image: expected RGB or RGBA")
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise InputError(
+            f"image of shape {arr.shape}: expected one 2-D RGB image (height, width, 3); "
+            "stacks and time series: segment one plane at a time"
+        )
+    if min(arr.shape[:2]) < 8:
+        raise InputError(f"image of {arr.shape[0]}x{arr.shape[1]} pixels is too small to segment")
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            arr = np.where(finite, arr, 0)
+        hi = float(arr.max()) if arr.size else 1.0
+        scale = 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else hi)
+        return (np.clip(arr / scale, 0, 1) * 255 + 0.5).astype(np.uint8)
+    # integer types wider than 8 bit: 16-bit scans often use only 12 bits
+    hi = int(arr.max()) if arr.size else 255
+    if hi <= 255:
+        return arr.astype(np.uint8)
+    bits = max(8, int(math.ceil(math.log2(hi + 1))))
+    return (arr.astype(np.float64) / (2**bits - 1) * 255 + 0.5).astype(np.uint8)
+
+
+def estimate_rbc_diameter(rgb: np.ndarray) -> float:
+    """Typical healthy-RBC diameter (px) in an RGB smear image: median size of isolated round cells.
+
+    Raises InputError when no cell-like objects are found.
+    """
+    rgb = prepare_image(rgb)
+    h, w = rgb.shape[:2]
+    factor = max(1.0, max(h, w) / 1500)  # estimate on at most ~1500 px: plenty of RBCs, bounded time
+    if factor > 1:
+        rgb = (transform.resize(rgb, (round(h / factor), round(w / factor)), anti_aliasing=True) * 255).astype(np.uint8)
+    # Stained cells absorb green; background glass is bright.
+    green = ndi.gaussian_filter(rgb[..., 1].astype(np.float32), 1.0)
+    if float(green.max() - green.min()) < 10:
+        raise InputError("cannot estimate the RBC diameter: the image has no visible cells")
+    fg = green < filters.threshold_otsu(green)
+    fg = ndi.binary_fill_holes(fg)  # central pallor
+    fg = morphology.binary_opening(fg, morphology.disk(1))
+    lab = measure.label(fg)
+    diam = []
+    for r in measure.regionprops(lab):
+        if r.area < 40:
+            continue
+        minr, minc, maxr, maxc = r.bbox
+        if minr == 0 or minc == 0 or maxr == fg.shape[0] or maxc == fg.shape[1]:
+            continue
+        if r.solidity > 0.92 and r.eccentricity < 0.8:
+            diam.append(r.equivalent_diameter_area)
+    if len(diam) < 3:
+        # touching cells only: use the distance transform's ridge (radius of the cells' cores)
+        dist = ndi.distance_transform_edt(fg)
+        peaks = dist[(dist == ndi.maximum_filter(dist, size=7)) & (dist > 3)]
+        if peaks.size < 3:
+            raise InputError("cannot estimate the RBC diameter: no cell-like objects found; give it explicitly")
+        return float(2 * np.median(peaks) * factor)
+    diam = np.array(diam)
+    # The bulk of round cells are RBCs; larger WBCs and small platelets sit in the tails.
+    med = np.median(diam)
+    core = diam[(diam > 0.6 * med) & (diam < 1.4 * med)]
+    return float(np.median(core) * factor)
+
+
+def _blend_window(tile: int, overlap: int) -> np.ndarray:
+    ramp = np.ones(tile, dtype=np.float32)
+    if overlap > 0:
+        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        ramp[:overlap] = r
+        ramp[-overlap:] = np.minimum(ramp[-overlap:], r[::-1])
+    return np.outer(ramp, ramp)
+
+
+def _starts(n: int, tile: int, stride: int) -> list[int]:
+    if n <= tile:
+        return [0]
+    s = list(range(0, n - tile + 1, stride))
+    if s[-1] != n - tile:
+        s.append(n - tile)
+    return s
+
+
+@dataclass
+class Segmentation:
+    labels: np.ndarray  # (H, W) uint8 class ids, input size
+    confidence: np.ndarray  # (H, W) uint8, winning class probability x 255
+    rbc_diameter: float  # px in the input image (given or estimated)
+    rbc_diameter_estimated: bool
+    scale: float  # model pixels per input pixel
+
+
+class Segmenter:
+    """A loaded model on a device, ready to segment images of any size."""
+
+    def __init__(
+        self,
+        model: UNet,
+        info: ModelInfo,
+        device: str | Device | torch.device = "auto",
+        tile: int = TILE,
+        overlap: int = 32,
+        batch_size: int = 4,
+    ):
+        if tile % 16:
+            raise ValueError(f"tile must be a multiple of 16, got {tile}")
+        if not 0 <= overlap < tile // 2:
+            raise ValueError(f"overlap must be in [0, {tile // 2}), got {overlap}")
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
+        self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, device: str | Device = "auto", **kw) -> "Segmenter":
+        """Load a checkpoint (None: the shipped default model)."""
+        dev = resolve_device(device)
+        model, info = load_checkpoint(path)
+        return cls(model, info, dev, **kw)
+
+    @torch.inference_mode()
+    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) uint8 → (N, C, h, w) float32 softmax probabilities."""
+        x = torch.from_numpy(tiles).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - self._mean.to(self.device)) / self._std.to(self.device)
+        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+    def iter_segment(
+        self, image: np.ndarray, rbc_diameter: float | None = None
+    ) -> Generator[tuple[int, int], None, Segmentation]:
+        """Segment, yielding (tiles done, tiles total); the generator's return value is the result."""
+        rgb = prepare_image(image)
+        h, w = rgb.shape[:2]
+        estimated = rbc_diameter is None
+        if estimated:
+            rbc_diameter = estimate_rbc_diameter(rgb)
+        if not (rbc_diameter and rbc_diameter > 0 and math.isfinite(rbc_diameter)):
+            raise InputError(f"RBC diameter must be a positive number of pixels, got {rbc_diameter}")
+        scale = self.info.rbc_diameter_px / float(rbc_diameter)
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        if abs(scale - 1) < 0.02:
+            scale, scaled = 1.0, rgb
+            sh, sw = h, w
+        else:
+            if min(sh, sw) < 8 or sh * sw > 4e8:
+                raise InputError(
+                    f"RBC diameter {rbc_diameter:.1f} px would rescale the image to {sh}x{sw}: check --rbc-diameter"
+                )
+            scaled = transform.resize(rgb, (sh, sw), order=1, anti_aliasing=scale < 1, preserve_range=True)
+            scaled = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+        labels_s, conf_s = yield from self._tiled(scaled)
+        if scale != 1.0:
+            labels = transform.resize(labels_s, (h, w), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+            conf = transform.resize(conf_s, (h, w), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        else:
+            labels, conf = labels_s, conf_s
+        return Segmentation(labels, conf, float(rbc_diameter), estimated, scale)
+
+    def segment(
+        self,
+        image: np.ndarray,
+        rbc_diameter: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Segmentation:
+        gen = self.iter_segment(image, rbc_diameter)
+        try:
+            while True:
+                done, total = next(gen)
+                if progress is not None:
+                    progress(done, total)
+        except StopIteration as stop:
+            return stop.value
+
+    def _tiled(self, rgb: np.ndarray) -> Generator[tuple[int, int], None, tuple[np.ndarray, np.ndarray]]:
+        """Sliding window over rows of tiles; finished rows are reduced to uint8 at once, so memory
+        holds one band of tile height of float probabilities, never the whole image's."""
+        t, ov = self.tile, self.overlap
+        h, w = rgb.shape[:2]
+        ph, pw = max(h, t), max(w, t)
+        if (ph, pw) != (h, w):
+            rgb = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+        stride = t - ov
+        ys, xs = _starts(ph, t, stride), _starts(pw, t, stride)
+        total, done = len(ys) * len(xs), 0
+        win = _blend_window(t, ov)
+        labels = np.zeros((ph, pw), np.uint8)
+        conf = np.zeros((ph, pw), np.uint8)
+        acc = np.zeros((NUM_CLASSES, t, pw), np.float32)
+        wsum = np.zeros((t, pw), np.float32)
+        band0 = 0  # image row of acc[:, 0]
+        yield 0, total
+        for i, y in enumerate(ys):
+            shift = y - band0
+            if shift:
+                self._flush(acc, wsum, labels, conf, band0, shift)
+                acc[:, :-shift] = acc[:, shift:]
+                acc[:, -shift:] = 0
+                wsum[:-shift] = wsum[shift:]
+                wsum[-shift:] = 0
+                band0 = y
+            for b in range(0, len(xs), self.batch_size):
+                bx = xs[b : b + self.batch_size]
+                probs = self.predict_tiles(np.stack([rgb[y : y + t, x : x + t] for x in bx]))
+                for p, x in zip(probs, bx):
+                    acc[:, :, x : x + t] += p * win
+                    wsum[:, x : x + t] += win
+                done += len(bx)
+                yield done, total
+        self._flush(acc, wsum, labels, conf, band0, min(t, ph - band0))
+        return labels[:h, :w], conf[:h, :w]
+
+    @staticmethod
+    def _flush(acc, wsum, labels, conf, row0: int, n: int) -> None:
+        p = acc[:, :n] / np.maximum(wsum[:n], 1e-8)
+        labels[row0 : row0 + n] = p.argmax(0)
+        conf[row0 : row0 + n] = np.clip(p.max(0) * 255 + 0.5, 0, 255).astype(np.uint8)

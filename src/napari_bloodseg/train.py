@@ -1,0 +1,313 @@
+"""Training: the reference recipe (class-weighted softmax cross-entropy, Adam 1e-3 → 1e-4),
+best-on-validation checkpoints, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import ModelInfo, atomic_write, load_checkpoint, save_checkpoint
+from .classes import IGNORE_INDEX, NUM_CLASSES
+from .metrics import confusion_matrix, scores
+from .model import TILE, UNet
+
+
+# ----------------------------------------------------------------------------- data
+class FolderDataset(Dataset):
+    """A synthesized or exported split: ``images/<id>.png`` with ``masks/<id>.png`` (class ids)."""
+
+    def __init__(self, root: str | Path, augment: bool = False):
+        self.root = Path(root)
+        img_dir, mask_dir = self.root / "images", self.root / "masks"
+        if not img_dir.is_dir() or not mask_dir.is_dir():
+            raise ValueError(f"{self.root}: expected 'images/' and 'masks/' folders (a synthesized split or exported pairs)")
+        self.items = [(p, mask_dir / f"{p.stem}.png") for p in sorted(img_dir.glob("*.png")) if (mask_dir / f"{p.stem}.png").is_file()]
+        if not self.items:
+            raise ValueError(f"{self.root}: no image/mask pairs found")
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        import imageio.v3 as iio
+
+        img = np.asarray(iio.imread(self.items[i][0]))[..., :3]
+        mask = np.asarray(iio.imread(self.items[i][1]))
+        if mask.ndim == 3:
+            mask = mask[..., 0]
+        img, mask = _fit_tile(img, mask)
+        if self.augment:
+            img, mask = augment_pair(img, mask, np.random.default_rng())
+        return img, mask
+
+
+class RenderedDataset(Dataset):
+    """Tiles drawn by the procedural renderer: index → seed, so every worker sees the same data."""
+
+    def __init__(self, n: int, seed: int = 0, size: int = TILE, augment: bool = False):
+        self.n, self.seed, self.size, self.augment = n, seed, size, augment
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        from .render import render_smear
+
+        rng = np.random.default_rng([self.seed, i])
+        counts = {int(c): int(rng.integers(0, 2)) for c in range(1, 6)}
+        counts[6] = int(rng.integers(0, 4))
+        counts[7] = int(rng.integers(0, 2))
+        s = render_smear(
+            (self.size, self.size),
+            rbc_diameter=float(rng.uniform(33, 39)),
+            seed=int(rng.integers(2**31)),
+            counts=counts,
+            rbc_density=float(rng.uniform(0.25, 0.6)),
+            infected_fraction=float(rng.choice([0.0, 0.3, 1.0])),
+        )
+        img, mask = s.image, s.mask
+        if self.augment:
+            img, mask = augment_pair(img, mask, rng)
+        return img, mask
+
+
+def _fit_tile(img: np.ndarray, mask: np.ndarray, size: int = TILE) -> tuple[np.ndarray, np.ndarray]:
+    """Pad (mask → ignore) or centre-crop to size x size so any pair can be batched."""
+    h, w = mask.shape
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+        mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+        h, w = mask.shape
+    y, x = (h - size) // 2, (w - size) // 2
+    return img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
+
+
+def augment_pair(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flips, 90° rotations and a mild colour jitter (stains vary between labs)."""
+    k = int(rng.integers(4))
+    img, mask = np.rot90(img, k), np.rot90(mask, k)
+    if rng.random() < 0.5:
+        img, mask = img[:, ::-1], mask[:, ::-1]
+    gain = rng.uniform(0.9, 1.1, 3)
+    bias = rng.uniform(-12, 12, 3)
+    img = np.clip(img.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+
+
+def _collate(batch):
+    imgs = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).contiguous()
+    masks = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64))
+    return imgs, masks
+
+
+def class_pixel_counts(dataset: Dataset, max_items: int = 200) -> np.ndarray:
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    step = max(1, len(dataset) // max_items)
+    for i in range(0, len(dataset), step):
+        m = dataset[i][1]
+        counts += np.bincount(m[m != IGNORE_INDEX].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+    return counts
+
+
+def class_weights(pixel_counts: np.ndarray) -> torch.Tensor:
+    """Inverse-frequency weights (median-normalised) so every class contributes alike;
+    classes absent from the counts get the largest weight present."""
+    freq = pixel_counts / max(1, pixel_counts.sum())
+    present = freq > 0
+    w = np.ones(NUM_CLASSES)
+    if present.any():
+        w[present] = np.median(freq[present]) / freq[present]
+        w[~present] = w[present].max()
+    return torch.tensor(np.clip(w, 0.05, 50.0), dtype=torch.float32)
+
+
+def dataset_stats(dataset: Dataset, max_items: int = 100) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of RGB/255 over a sample of the training set."""
+    step = max(1, len(dataset) // max_items)
+    px = np.concatenate([dataset[i][0].reshape(-1, 3)[::7] for i in range(0, len(dataset), step)]).astype(np.float64) / 255
+    return tuple(px.mean(0).round(4).tolist()), tuple(np.maximum(px.std(0), 1e-3).round(4).tolist())
+
+
+# ----------------------------------------------------------------------------- loop
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_late: float = 1e-4
+    lr_drop_epoch: int = 5  # reference: 1e-3 for the first 5 epochs, then 1e-4
+    width: int = 32
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    init: str | None = None  # checkpoint to start from (fine-tuning); None = random init
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr if epoch < self.lr_drop_epoch else self.lr_late
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    val_miou: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    best_accuracy: float = -1.0
+    best_miou: float = -1.0
+    lowest_val_loss: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Stopped(Exception):
+    pass
+
+
+def _to_input(imgs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (imgs.float().div_(255) - mean) / std
+
+
+def evaluate_model(model: nn.Module, loader: DataLoader, info: ModelInfo, device: torch.device,
+                   loss_fn: nn.Module | None = None) -> dict[str, Any]:
+    """Loss (if a loss is given) and the confusion matrix over a loader."""
+    mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    total_loss, n = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for imgs, masks in loader:
+            imgs, masks = imgs.to(device), masks.to(device)
+            logits = model(_to_input(imgs, mean, std))
+            if loss_fn is not None:
+                total_loss += float(loss_fn(logits, masks)) * len(imgs)
+                n += len(imgs)
+            cm += confusion_matrix(logits.argmax(1).cpu().numpy(), masks.cpu().numpy())
+    out = scores(cm)
+    out["loss"] = total_loss / max(1, n)
+    return out
+
+
+def train(
+    train_set: Dataset,
+    val_set: Dataset,
+    out: str | Path,
+    config: TrainConfig,
+    resume: bool = False,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainState:
+    """Train and write ``out/best.safetensors`` (best validation mIoU), ``out/last.safetensors``,
+    ``out/state.pt`` (optimizer + counters, for ``resume``) and ``out/history.json``.
+
+    ``on_progress`` receives {"kind": "batch"|"epoch", ...}; ``should_stop`` is polled each batch and
+    stops after saving what the finished epochs earned."""
+    from .infer import resolve_device
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    state = TrainState()
+    state_path = out / "state.pt"
+    if resume and state_path.is_file():
+        model, info = load_checkpoint(out / "last.safetensors")
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = TrainState(**json.loads(saved["state"]))
+        weights = saved["class_weights"]
+        config = TrainConfig(**{**asdict(config), **json.loads(saved["config"]), "epochs": config.epochs})
+    else:
+        if any(out.glob("*.safetensors")) and not resume:
+            raise FileExistsError(f"{out} already holds a training run; use resume or another folder")
+        if config.init:
+            model, info = load_checkpoint(config.init)
+            info.training = {"fine_tuned_from": str(config.init)}
+        else:
+            mean, std = dataset_stats(train_set)
+            model, info = UNet(width=config.width), ModelInfo(width=config.width, mean=mean, std=std)
+        weights = class_weights(class_pixel_counts(train_set))
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr_at(state.epoch))
+    if resume and state_path.is_file():
+        opt.load_state_dict(saved["optimizer"])
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=IGNORE_INDEX)
+    g = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                              collate_fn=_collate, drop_last=len(train_set) > config.batch_size, generator=g)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
+    mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
+
+    for epoch in range(state.epoch, config.epochs):
+        t0 = time.time()
+        lr = config.lr_at(epoch)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        tot_loss, tot_correct, tot_px, stopped = 0.0, 0, 0, False
+        for step, (imgs, masks) in enumerate(train_loader):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            imgs, masks = imgs.to(device), masks.to(device)
+            logits = model(_to_input(imgs, mean, std))
+            loss = loss_fn(logits, masks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            valid = masks != IGNORE_INDEX
+            tot_loss += float(loss) * len(imgs)
+            tot_correct += int(((logits.argmax(1) == masks) & valid).sum())
+            tot_px += int(valid.sum())
+            if on_progress is not None:
+                on_progress({"kind": "batch", "epoch": epoch, "step": step + 1, "steps": len(train_loader), "loss": float(loss)})
+        if stopped:
+            break
+        val = evaluate_model(model, val_loader, info, device, loss_fn)
+        res = EpochResult(epoch + 1, tot_loss / max(1, len(train_loader.dataset)), tot_correct / max(1, tot_px),
+                          val["loss"], val["pixel_accuracy"], val["miou"], lr, time.time() - t0)
+        state.epoch = epoch + 1
+        state.history.append(asdict(res))
+        state.lowest_val_loss = min(state.lowest_val_loss, res.val_loss)
+        improved = res.val_miou > state.best_miou
+        if improved:
+            state.best_miou, state.best_accuracy = res.val_miou, res.val_accuracy
+        info.training = {
+            **{k: v for k, v in info.training.items() if k == "fine_tuned_from"},
+            "epoch": state.epoch, "batch_size": config.batch_size, "learning_rate": lr,
+            "best_val_accuracy": state.best_accuracy, "best_val_miou": state.best_miou,
+            "lowest_val_loss": state.lowest_val_loss, "history": state.history,
+            "class_weights": [round(float(w), 4) for w in weights], "width": config.width,
+            "train_items": len(train_set), "val_items": len(val_set),
+        }
+        if improved:
+            save_checkpoint(out / "best.safetensors", model, info)
+        save_checkpoint(out / "last.safetensors", model, info)
+        blob = {"optimizer": opt.state_dict(), "class_weights": weights,
+                "state": json.dumps(asdict(state)), "config": json.dumps(asdict(config))}
+        atomic_write(state_path, lambda tmp: torch.save(blob, tmp))
+        atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=1)))
+        if on_progress is not None:
+            on_progress({"kind": "epoch", **asdict(res), "improved": improved})
+    return state
+

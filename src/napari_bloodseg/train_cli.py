@@ -1,0 +1,124 @@
+"""`bloodseg train` and `bloodseg evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+PROCEDURAL = "procedural"
+
+
+def _datasets(data: str, augment: bool, n_procedural: int, seed: int):
+    from .train import FolderDataset, RenderedDataset
+
+    if data == PROCEDURAL:
+        return RenderedDataset(n_procedural, seed=seed, augment=augment), RenderedDataset(max(8, n_procedural // 10), seed=seed + 1)
+    root = Path(data)
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise ValueError(f"{root}: expected 'train/' and 'val/' splits (a folder written by `bloodseg synth`), or '{PROCEDURAL}'")
+    return FolderDataset(root / "train", augment=augment), FolderDataset(root / "val")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .train import TrainConfig, train
+
+    try:
+        train_set, val_set = _datasets(args.data, not args.no_augment, args.procedural_tiles, args.seed)
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_late=args.lr_late,
+                             lr_drop_epoch=args.lr_drop_epoch, width=args.width, workers=args.workers,
+                             seed=args.seed, device=args.device, init=args.init)
+        bar = None
+
+        def progress(ev: dict) -> None:
+            nonlocal bar
+            if ev["kind"] == "batch":
+                if bar is None:
+                    bar = tqdm(total=ev["steps"], desc=f"epoch {ev['epoch'] + 1}/{config.epochs}", unit="batch", leave=False)
+                bar.update(1)
+                bar.set_postfix(loss=f"{ev['loss']:.3f}")
+            else:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                tqdm.write(f"epoch {ev['epoch']}: loss {ev['train_loss']:.4f} acc {ev['train_accuracy']:.4f} | "
+                           f"val loss {ev['val_loss']:.4f} acc {ev['val_accuracy']:.4f} mIoU {ev['val_miou']:.4f} "
+                           f"| lr {ev['lr']:g} | {ev['seconds']:.0f} s" + (" *best*" if ev["improved"] else ""))
+
+        state = train(train_set, val_set, args.out, config, resume=args.resume, on_progress=progress)
+    except (ValueError, FileExistsError, OSError) as e:
+        print(f"bloodseg: error: {e}", file=sys.stderr)
+        return 2
+    print(f"best validation mIoU {state.best_miou:.4f} (pixel accuracy {state.best_accuracy:.4f}); "
+          f"checkpoint: {Path(args.out) / 'best.safetensors'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .infer import resolve_device
+    from .train import FolderDataset, RenderedDataset, _collate, evaluate_model
+
+    try:
+        device = resolve_device(args.device)
+        model, info = load_checkpoint(args.model, device)
+        if args.data == PROCEDURAL:
+            ds = RenderedDataset(args.procedural_tiles, seed=args.seed)
+        else:
+            root = Path(args.data)
+            ds = FolderDataset(root / args.split if (root / args.split).is_dir() else root)
+        res = evaluate_model(model, DataLoader(ds, batch_size=args.batch_size, collate_fn=_collate), info, device)
+    except (CheckpointError, ValueError, OSError) as e:
+        print(f"bloodseg: error: {e}", file=sys.stderr)
+        return 2
+    res.pop("loss", None)
+    res["model"], res["data"], res["items"] = str(args.model), str(args.data), len(ds)
+    print(f"pixel accuracy {res['pixel_accuracy']:.4f}  mIoU {res['miou']:.4f}  ({len(ds)} images)")
+    for name, iou in res["iou"].items():
+        d = res["dice"][name]
+        print(f"  {name:<16} IoU {'-' if iou is None else f'{iou:.4f}':>7}  Dice {'-' if d is None else f'{d:.4f}':>7}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(res, indent=1))
+        from .plots import plot_confusion
+
+        plot_confusion(res["confusion_matrix"], out / "confusion_matrix.png")
+        print(f"wrote {out / 'evaluation.json'} and {out / 'confusion_matrix.png'}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    t = sub.add_parser("train", help="train a U-Net on a synthesized set")
+    t.add_argument("--data", required=True, help=f"folder with train/ and val/ (from `bloodseg synth`), or '{PROCEDURAL}'")
+    t.add_argument("--out", required=True, metavar="RUN", help="run folder: best/last checkpoints, state, history")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate for the first --lr-drop-epoch epochs")
+    t.add_argument("--lr-late", type=float, default=1e-4, help="learning rate afterwards")
+    t.add_argument("--lr-drop-epoch", type=int, default=5)
+    t.add_argument("--width", type=int, default=32, help="first-level channels (32 = reference U-Net)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--workers", type=int, default=0, help="data loader processes")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init", default=None, metavar="CKPT", help="start from this checkpoint (fine-tuning)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--procedural-tiles", type=int, default=2000, help=argparse.SUPPRESS)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="pixel accuracy, per-class IoU/Dice, mIoU, confusion matrix")
+    e.add_argument("--model", required=True, metavar="CKPT")
+    e.add_argument("--data", required=True, help=f"a synthesized set (its --split is used) or an images/masks folder, or '{PROCEDURAL}'")
+    e.add_argument("--split", default="test")
+    e.add_argument("--out", default=None, metavar="DIR", help="write evaluation.json and confusion_matrix.png here")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--procedural-tiles", type=int, default=100, help=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_bloodseg.infer import InputError, Segmenter, estimate_rbc_diameter, prepare_image, resolve_device
+from napari_bloodseg.render import render_smear
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return Segmenter.from_file(tiny_checkpoint, device="cpu")
+
+
+def test_prepare_image_conversions():
+    rgb = (np.arange(48 * 3).reshape(12, 12, 3) % 256).astype(np.uint8)
+    rgba = np.dstack([rgb, np.full((12, 12), 7, np.uint8)])
+    assert np.array_equal(prepare_image(rgba), rgb)
+    assert np.array_equal(prepare_image(rgb.astype(np.uint16) * 257), rgb)
+    assert np.abs(prepare_image(rgb / 255.0).astype(int) - rgb).max() <= 1
+    twelve_bit = (rgb.astype(np.uint16) * 16)  # 12-bit camera data
+    assert np.abs(prepare_image(twelve_bit).astype(int) - rgb).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [((64, 64), "grayscale"), ((64, 64, 1), "grayscale"), ((5, 64, 64, 3), "one plane"), ((3, 64, 64), "shape"), ((4, 4, 3), "too small")],
+)
+def test_prepare_image_rejects_with_reason(shape, message):
+    with pytest.raises(InputError, match=message):
+        prepare_image(np.zeros(shape, np.uint8))
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="allowed: auto, cpu, cuda, mps"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_one_tile_image_equals_whole_image_inference(tiny):
+    img = render_smear((224, 224), seed=3).image
+    res = tiny.segment(img, rbc_diameter=36.0)
+    direct = tiny.predict_tiles(img[None]).argmax(1)[0]
+    assert res.scale == 1.0
+    assert np.array_equal(res.labels, direct)
+
+
+def test_tiling_matches_whole_image_on_larger_field():
+    seg = Segmenter.from_file(None, device="cpu")  # the trained default model
+    img = render_smear((448, 448), seed=5).image
+    tiled = seg.segment(img, rbc_diameter=36.0).labels
+    whole = seg.predict_tiles(img[None]).argmax(1)[0]
+    assert (tiled == whole).mean() > 0.97
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (1000, 700), (17, 300)])
+def test_any_size_gives_same_size_labels(tiny, shape):
+    img = render_smear((max(shape[0], 64), max(shape[1], 64)), seed=1).image[: shape[0], : shape[1]]
+    res = tiny.segment(img, rbc_diameter=36.0)
+    assert res.labels.shape == shape and res.labels.dtype == np.uint8
+    assert res.confidence.shape == shape
+
+
+def test_rbc_diameter_rescales_and_maps_back(tiny):
+    img = render_smear((300, 200), rbc_diameter=72, seed=2).image
+    seen = []
+    res = tiny.segment(img, rbc_diameter=72.0, progress=lambda d, t: seen.append((d, t)))
+    assert res.scale == pytest.approx(0.5)
+    assert res.labels.shape == (300, 200)
+    # 150x100 model pixels fit one 224 tile
+    assert seen[-1] == (1, 1)
+    res2 = tiny.segment(img, rbc_diameter=18.0)
+    assert res2.scale == pytest.approx(2.0) and res2.labels.shape == (300, 200)
+
+
+@pytest.mark.parametrize("d", [24.0, 36.0, 60.0])
+def test_rbc_diameter_is_estimated(d):
+    img = render_smear((768, 768), rbc_diameter=d, seed=4).image
+    assert estimate_rbc_diameter(img) == pytest.approx(d, rel=0.15)
+
+
+def test_estimate_fails_clearly_on_blank_image():
+    with pytest.raises(InputError, match="no visible cells"):
+        estimate_rbc_diameter(np.full((200, 200, 3), 230, np.uint8))
+
+
+def test_default_model_segments_the_sample_well():
+    from napari_bloodseg.render import sample_smear
+
+    s = sample_smear()
+    res = Segmenter.from_file(None, device="cpu").segment(s.image)
+    assert res.rbc_diameter == pytest.approx(36, rel=0.15)
+    assert (res.labels == s.mask).mean() > 0.85

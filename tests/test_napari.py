@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+
+from napari_bloodseg.classes import CLASS_NAMES, NUM_CLASSES
+
+
+def test_manifest_is_valid_by_npe2():
+    from npe2 import PluginManifest
+
+    pm = PluginManifest.from_distribution("napari-bloodseg")
+    pm.validate_imports()
+    assert {c.id for c in pm.contributions.commands} >= {"napari-bloodseg.segment_widget", "napari-bloodseg.get_reader"}
+
+
+def _labels_layers(viewer):
+    from napari.layers import Labels
+
+    return [l for l in viewer.layers if isinstance(l, Labels)]
+
+
+def test_sample_data_opens(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodseg", "smear_truth")
+    image, truth = viewer.layers
+    assert image.rgb and image.data.shape[-1] == 3
+    assert truth.data.dtype == np.uint8
+    assert set(np.unique(truth.data)) == set(range(NUM_CLASSES))
+
+
+def test_segment_widget_gives_class_labels_layer(make_napari_viewer, qtbot):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_bloodseg._widget_segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodseg", "smear")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget._image.value is viewer.layers["rendered smear"]
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 1, timeout=120_000)
+    (labels,) = _labels_layers(viewer)
+    assert labels.name == "rendered smear classes"
+    assert isinstance(labels.colormap, DirectLabelColormap)
+    assert np.allclose(labels.colormap.map(9)[:3], (0, 1, 0))
+    assert list(labels.features["class"][:NUM_CLASSES]) == list(CLASS_NAMES)
+    assert labels.data.shape == viewer.layers["rendered smear"].data.shape[:2]
+    # the status bar names the class under the cursor
+    rr, cc = np.argwhere(labels.data == 9)[0]
+    status = labels.get_status((rr, cc), world=True)
+    assert "healthy RBC" in str(status)
+    assert "done" in widget._status.value
+
+    # re-running never replaces the (possibly edited) first result
+    labels.data[:5, :5] = 7
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 2, timeout=120_000)
+    assert (viewer.layers["rendered smear classes"].data[:5, :5] == 7).all()
+
+
+def test_segment_widget_cancel(make_napari_viewer, qtbot, tiny_checkpoint):
+    from napari_bloodseg._widget_segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((3000, 3000, 3), 200, np.uint8), name="big", rgb=True)
+    widget = SegmentWidget(viewer)
+    widget._model.value = str(tiny_checkpoint)
+    widget._auto_d.value = False
+    widget._diameter.value = 36.0
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget._status.value.startswith("tile"), timeout=60_000)
+    widget._cancel.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget._status.value == "cancelled"
+    assert not _labels_layers(viewer)
+    assert widget._run.enabled
+
+
+def test_segment_widget_bad_input_is_a_message(make_napari_viewer, qtbot, tiny_checkpoint):
+    from napari_bloodseg._widget_segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="gray")
+    widget = SegmentWidget(viewer)
+    widget._model.value = str(tiny_checkpoint)
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert "grayscale" in widget._status.value
+    assert not _labels_layers(viewer)
+
+
+def test_writer_reader_round_trip(make_napari_viewer, tmp_path):
+    import imageio.v3 as iio
+
+    from napari_bloodseg._reader import napari_get_reader
+    from napari_bloodseg.render import sample_smear
+
+    viewer = make_napari_viewer()
+    mask = sample_smear().mask
+    viewer.add_labels(mask.astype(np.int32), name="truth")
+    out = tmp_path / "truth.png"
+    written = viewer.layers["truth"].save(str(out), plugin="napari-bloodseg")
+    assert sorted(written) == sorted(str(tmp_path / n) for n in ("truth.png", "truth_color.png", "truth_classes.json"))
+    on_disk = iio.imread(out)
+    assert on_disk.dtype == np.uint8 and np.array_equal(on_disk, mask)
+    for name in ("truth.png", "truth_color.png"):
+        data, kwargs, kind = napari_get_reader(str(tmp_path / name))(str(tmp_path / name))[0]
+        assert kind == "labels" and data.dtype == np.uint8
+        assert np.array_equal(data, mask)
+        assert list(kwargs["features"]["class"][:NUM_CLASSES]) == list(CLASS_NAMES)
+
+
+def test_writer_refuses_foreign_values(make_napari_viewer, tmp_path):
+    from napari_bloodseg._writer import write_labels
+
+    with pytest.raises(ValueError, match="outside the class ids"):
+        write_labels(str(tmp_path / "x.png"), np.full((8, 8), 42), {})
+    assert not any(tmp_path.iterdir())
+
+
+def test_reader_decodes_reference_colour_maps(tmp_path):
+    import imageio.v3 as iio
+
+    from napari_bloodseg._reader import napari_get_reader
+
+    ref = np.zeros((40, 40, 3), np.uint8)
+    ref[:10] = (250, 190, 190)  # reference neutrophil
+    ref[10:20] = (255, 225, 0)  # reference thrombocyte
+    ref[20:30] = (0, 0, 255)  # partial WBC → ignore
+    ref[30:] = (0, 255, 0)
+    iio.imwrite(tmp_path / "ref.jpg", ref, quality=90)
+    iio.imwrite(tmp_path / "ref.png", ref)
+    data = napari_get_reader(str(tmp_path / "ref.png"))(str(tmp_path / "ref.png"))[0][0]
+    assert (data[:10] == 3).all() and (data[10:20] == 6).all() and (data[20:30] == 255).all() and (data[30:] == 9).all()
+    # a photo is not claimed
+    photo = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "photo.png", photo)
+    assert napari_get_reader(str(tmp_path / "photo.png")) is None
