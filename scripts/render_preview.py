@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from napari_bloodseg.classes import CLASS_NAMES, colorize
 from napari_bloodseg.render import render_cell, render_smear, sample_smear
@@ -30,7 +31,8 @@ def _cell_row(height: int, d: float, seed: int) -> np.ndarray:
         oy, ox = (height - h2) // 2, (height - w2) // 2
         # sprite with its background kept, and a thin outline where alpha changes
         tile[oy : oy + h2, ox : ox + w2] = rgb[:h2, :w2].astype(np.uint8)
-        edge = (a[:h2, :w2, 0] > 0) & ~np.pad(a[:h2, :w2, 0] > 0, 1)[2:, 1:-1]
+        inside = a[:h2, :w2, 0] > 0
+        edge = inside & ~ndimage.binary_erosion(inside)
         tile[oy : oy + h2, ox : ox + w2][edge] = (0, 160, 0)
         tiles.append(tile)
     return np.concatenate(tiles, axis=1)
@@ -72,7 +74,7 @@ def main() -> None:
     imsave(str(args.out), out, check_contrast=False)
     counts = np.bincount([c.cls for c in smear.cells], minlength=len(CLASS_NAMES))
     print(f"rendered {smear.image.shape[1]}x{smear.image.shape[0]} in {dt * 1000:.0f} ms; cells per class:")
-    for name, n in zip(CLASS_NAMES[1:], counts[1:]):
+    for name, n in zip(CLASS_NAMES[1:], counts[1:], strict=True):
         print(f"  {name:<16}{n}")
     print(f"wrote {args.out}")
 

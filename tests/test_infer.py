@@ -12,7 +12,7 @@ def tiny(tiny_checkpoint):
 
 
 def test_prepare_image_conversions():
-    rgb = (np.arange(48 * 3).reshape(12, 12, 3) % 256).astype(np.uint8)
+    rgb = (np.arange(12 * 12 * 3).reshape(12, 12, 3) % 256).astype(np.uint8)
     rgba = np.dstack([rgb, np.full((12, 12), 7, np.uint8)])
     assert np.array_equal(prepare_image(rgba), rgb)
     assert np.array_equal(prepare_image(rgb.astype(np.uint16) * 257), rgb)

@@ -13,6 +13,7 @@ the project's model scale is D = 36 px.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -73,7 +74,7 @@ _C = {
     "bas_cyto": _od((196, 176, 216)),
     "bas_nuc": _od((120, 82, 160)),
     "bas_gran": _od((46, 30, 96)),
-    "lym_cyto": _od((158, 196, 232)),
+    "lym_cyto": _od((165, 196, 226)),
     "lym_nuc": _od((84, 54, 136)),
     "mon_cyto": _od((186, 190, 214)),
     "mon_nuc": _od((146, 108, 178)),
@@ -158,6 +159,34 @@ def _harmonics(rng: np.random.Generator, amps: list[float]) -> np.ndarray:
     return np.stack([ks, a, p], axis=1)
 
 
+def _granules(
+    rng: np.random.Generator,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    spacing: float,
+    r_lo: float,
+    r_hi: float,
+    keep: float = 1.0,
+) -> np.ndarray:
+    """Coverage (h, w) of round granules: one jittered point per grid cell (cellular noise)."""
+    spacing = max(spacing, 0.8)
+    y0, x0 = float(yy[0, 0]), float(xx[0, 0])
+    gy = ((yy - y0) / spacing).astype(np.intp)
+    gx = ((xx - x0) / spacing).astype(np.intp)
+    ny, nx = int(gy.max()) + 3, int(gx.max()) + 3
+    iy, ix = np.mgrid[-1 : ny - 1, -1 : nx - 1]
+    py = y0 + (iy + rng.uniform(0.05, 0.95, (ny, nx))) * spacing
+    px = x0 + (ix + rng.uniform(0.05, 0.95, (ny, nx))) * spacing
+    pr = rng.uniform(r_lo, r_hi, (ny, nx)) * (rng.uniform(size=(ny, nx)) < keep)
+    sd = None
+    for di in (0, 1, 2):
+        for dj in (0, 1, 2):
+            a, b = gy + di, gx + dj
+            d = np.hypot(yy - py[a, b], xx - px[a, b]) - pr[a, b]
+            sd = d if sd is None else np.minimum(sd, d)
+    return _aa(sd)
+
+
 def _largest_component(hard: np.ndarray) -> np.ndarray:
     lab, n = ndimage.label(hard, structure=np.ones((3, 3), bool))
     if n <= 1:
@@ -195,7 +224,7 @@ class _Spec:
     center: tuple[float, float] = (0.0, 0.0)
 
 
-def _rbc_spec(cls: int, D: float, R: float, e: float, th: float, pallor: float) -> _Spec:
+def _rbc_spec(cls: int, R: float, e: float, th: float, pallor: float) -> _Spec:
     a, b = R * (1 + e), R * (1 - e)
     return _Spec(cls, a + 0.5, R, {"a": a, "b": b, "th": th, "pallor": pallor})
 
@@ -204,7 +233,7 @@ def _make_spec(cls: int, D: float, rng: np.random.Generator) -> _Spec:
     """Random geometry of one object of class ``cls`` (everything needed for placement)."""
     if cls in _RBC:
         R = D / 2 * (1 + float(np.clip(rng.normal(0, 0.035), -0.08, 0.08)))
-        return _rbc_spec(cls, D, R, rng.uniform(0, 0.06), rng.uniform(0, np.pi), rng.uniform(0.3, 0.5))
+        return _rbc_spec(cls, R, rng.uniform(0, 0.06), rng.uniform(0, np.pi), rng.uniform(0.3, 0.5))
     if cls == BloodClass.THROMBOCYTE:
         r = D * rng.uniform(0.125, 0.175)
         harm = _harmonics(rng, [0.07, 0.05, 0.03, 0.02, 0.015])
@@ -237,21 +266,23 @@ def _make_spec(cls: int, D: float, rng: np.random.Generator) -> _Spec:
 
 
 # --------------------------------------------------------------------------- drawing
-Sprite = tuple[np.ndarray, np.ndarray, np.ndarray]  # od (h, w, 3), alpha (h, w), hard (h, w)
+_Sprite = tuple[np.ndarray, np.ndarray, np.ndarray]  # od (h, w, 3), alpha (h, w), hard (h, w)
 
 
-def _draw_rbc(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_rbc(
+    s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator, tex: np.ndarray | None = None
+) -> _Sprite:
     p = s.p
     c, sn = math.cos(p["th"]), math.sin(p["th"])
     sd, k = _ellipse_sd(xx * c + yy * sn, -xx * sn + yy * c, p["a"], p["b"])
-    shape = sd.shape
     prof = (
         1.0
         - p["pallor"] * _smoothstep(0.46, 0.08, k)
         + 0.10 * np.exp(-(((k - 0.74) / 0.16) ** 2))
         + 0.35 * np.exp(-(((k - 0.97) / 0.06) ** 2))
     )
-    prof *= 1.0 + 0.05 * _noise(rng, shape, max(0.6, 0.08 * D))
+    if tex is not None:
+        prof *= 1.0 + 0.05 * tex
     tone = rng.normal(1.0, 0.06) * rng.normal(1.0, 0.03, 3).astype(np.float32)
     od = (_C["rbc"] * tone)[None, None, :] * prof[..., None]
     if s.cls == BloodClass.INFECTED_RBC:
@@ -259,7 +290,9 @@ def _draw_rbc(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random
     return od, _aa(sd), sd < 0
 
 
-def _draw_parasites(od: np.ndarray, yy: np.ndarray, xx: np.ndarray, R: float, D: float, rng: np.random.Generator) -> np.ndarray:
+def _draw_parasites(
+    od: np.ndarray, yy: np.ndarray, xx: np.ndarray, R: float, D: float, rng: np.random.Generator
+) -> np.ndarray:
     """1-3 P. falciparum ring forms: thin purple-blue ring with one or two chromatin dots."""
     n = int(rng.choice([1, 1, 1, 2, 2, 3]))
     hw0 = max(0.55, 0.022 * D)
@@ -289,13 +322,13 @@ def _platelet_colour(sd: np.ndarray, core: np.ndarray, D: float, rng: np.random.
     return _mix(od, _C["plt_gran"], 0.85 * gran)
 
 
-def _draw_thrombocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_thrombocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     sd, rho, _ = _star_sd(yy, xx, s.R, s.p["harm"])
     core = np.exp(-((rho / (0.6 * s.R)) ** 2))
     return _platelet_colour(sd, core, D, rng), _aa(sd), sd < 0
 
 
-def _draw_clump(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_clump(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     sd = np.full(np.broadcast_shapes(yy.shape, xx.shape), np.inf, np.float32)
     core = np.zeros_like(sd)
     for cy, cx, r, harm in s.p["plts"]:
@@ -310,7 +343,9 @@ def _cell_outline(s: _Spec, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     return sd
 
 
-def _lobes_sd(yy: np.ndarray, xx: np.ndarray, lobes: list[tuple[float, float, float, float, float]], strand: float) -> np.ndarray:
+def _lobes_sd(
+    yy: np.ndarray, xx: np.ndarray, lobes: list[tuple[float, float, float, float, float]], strand: float
+) -> np.ndarray:
     """Union of elliptical lobes (cy, cx, a, b, th) joined in order by thin strands."""
     sd = None
     for cy, cx, a, b, th in lobes:
@@ -318,12 +353,12 @@ def _lobes_sd(yy: np.ndarray, xx: np.ndarray, lobes: list[tuple[float, float, fl
         u, v = (xx - cx) * c + (yy - cy) * sn, -(xx - cx) * sn + (yy - cy) * c
         e, _ = _ellipse_sd(u, v, a, b)
         sd = e if sd is None else np.minimum(sd, e)
-    for (y0, x0, *_), (y1, x1, *_) in zip(lobes[:-1], lobes[1:]):
+    for (y0, x0, *_), (y1, x1, *_) in zip(lobes[:-1], lobes[1:], strict=True):
         sd = np.minimum(sd, _seg_dist(yy, xx, (y0, x0), (y1, x1)) - strand)
     return sd
 
 
-def _draw_neutrophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_neutrophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     R = s.R
     sd_c = _cell_outline(s, yy, xx)
     shape = sd_c.shape
@@ -331,45 +366,53 @@ def _draw_neutrophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np
     g = _noise(rng, shape, max(0.45, 0.018 * D))
     od = _mix(od, _C["neu_gran"], 0.7 * np.clip((g - 0.4) * 1.0, 0.0, 1.0))
     n = int(rng.integers(3, 6))
-    arc_r = R * rng.uniform(0.36, 0.44)
-    step = rng.uniform(1.05, 1.25) * (1.0 if n < 5 else 0.9)
+    arc_r = R * rng.uniform(0.34, 0.42)
+    step = rng.uniform(0.95, 1.15) * (1.0 if n < 5 else 0.88)
     start = rng.uniform(0, 2 * np.pi)
     lobes = []
     for i in range(n):
         ang = start + i * step + rng.normal(0, 0.1)
         rad = arc_r * rng.uniform(0.85, 1.1)
-        a = R * rng.uniform(0.17, 0.22)
-        lobes.append((rad * math.sin(ang), rad * math.cos(ang), a, a * rng.uniform(0.7, 0.95), rng.uniform(0, np.pi)))
+        a = R * rng.uniform(0.2, 0.25)
+        lobes.append((rad * math.sin(ang), rad * math.cos(ang), a, a * rng.uniform(0.7, 0.9), ang + rng.normal(0, 0.4)))
     sd_n = np.maximum(_lobes_sd(yy, xx, lobes, max(0.6, 0.045 * R)), sd_c + 0.08 * R)
     chrom = 1.0 + 0.2 * _noise(rng, shape, max(0.6, 0.035 * D))
     od = _mix(od, _C["neu_nuc"][None, None, :] * chrom[..., None], _aa(sd_n))
     return od, _aa(sd_c), sd_c < 0
 
 
-def _draw_eosinophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_eosinophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     R = s.R
     sd_c = _cell_outline(s, yy, xx)
     shape = sd_c.shape
     od = np.broadcast_to(_C["eos_cyto"] * rng.normal(1.0, 0.08), shape + (3,))
-    g = _noise(rng, shape, max(0.6, 0.03 * D))
+    g = _granules(rng, yy, xx, 0.085 * D, 0.03 * D, 0.046 * D, keep=0.95)
     fine = 1.0 + 0.15 * _noise(rng, shape, 0.5)
     gran = _C["eos_gran"] * rng.normal(1.0, 0.08)
-    od = _mix(od, gran[None, None, :] * fine[..., None], np.clip((g + 0.35) * 1.1, 0.0, 1.0))
+    od = _mix(od, gran[None, None, :] * fine[..., None], 0.95 * g)
     ax = rng.uniform(0, np.pi)
-    sep = R * rng.uniform(0.32, 0.4)
+    sep = R * rng.uniform(0.27, 0.34)
     off = R * rng.uniform(0.0, 0.15)
     oy, ox = off * math.cos(ax), -off * math.sin(ax)  # shift perpendicular to the lobe axis
     lobes = []
     for sgn in (-1.0, 1.0):
-        a = R * rng.uniform(0.25, 0.3)
-        lobes.append((oy + sgn * sep * math.sin(ax), ox + sgn * sep * math.cos(ax), a, a * rng.uniform(0.7, 0.9), ax + np.pi / 2 + rng.normal(0, 0.3)))
-    sd_n = np.maximum(_lobes_sd(yy, xx, lobes, max(0.6, 0.06 * R)), sd_c + 0.08 * R)
+        a = R * rng.uniform(0.27, 0.33)
+        lobes.append(
+            (
+                oy + sgn * sep * math.sin(ax),
+                ox + sgn * sep * math.cos(ax),
+                a,
+                a * rng.uniform(0.7, 0.9),
+                ax + np.pi / 2 + rng.normal(0, 0.3),
+            )
+        )
+    sd_n = np.maximum(_lobes_sd(yy, xx, lobes, max(0.6, 0.08 * R)), sd_c + 0.08 * R)
     chrom = 1.0 + 0.18 * _noise(rng, shape, max(0.6, 0.035 * D))
     od = _mix(od, _C["eos_nuc"][None, None, :] * chrom[..., None], _aa(sd_n))
     return od, _aa(sd_c), sd_c < 0
 
 
-def _draw_basophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_basophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     R = s.R
     sd_c = _cell_outline(s, yy, xx)
     shape = sd_c.shape
@@ -381,14 +424,14 @@ def _draw_basophil(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.r
         lobes.append((rad * math.sin(ang), rad * math.cos(ang), a, a * rng.uniform(0.7, 0.9), rng.uniform(0, np.pi)))
     sd_n = np.maximum(_lobes_sd(yy, xx, lobes, 0.1 * R), sd_c + 0.1 * R)
     od = _mix(od, _C["bas_nuc"], _aa(sd_n))
-    g = _noise(rng, shape, max(0.7, 0.04 * D))
+    g = _granules(rng, yy, xx, 0.11 * D, 0.03 * D, 0.065 * D, keep=0.9)
     fine = 1.0 + 0.2 * _noise(rng, shape, 0.5)
     gran = _C["bas_gran"] * rng.normal(1.0, 0.08)
-    od = _mix(od, gran[None, None, :] * fine[..., None], 0.95 * np.clip((g + 0.15) * 1.1, 0.0, 1.0))
+    od = _mix(od, gran[None, None, :] * fine[..., None], 0.95 * g)
     return od, _aa(sd_c), sd_c < 0
 
 
-def _draw_lymphocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_lymphocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     R = s.R
     sd_c = _cell_outline(s, yy, xx)
     shape = sd_c.shape
@@ -406,7 +449,7 @@ def _draw_lymphocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np
     return od, _aa(sd_c), sd_c < 0
 
 
-def _draw_monocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_monocyte(s: _Spec, yy: np.ndarray, xx: np.ndarray, D: float, rng: np.random.Generator) -> _Sprite:
     R = s.R
     sd_c = _cell_outline(s, yy, xx)
     shape = sd_c.shape
@@ -449,10 +492,14 @@ _DRAW = {
 }
 
 
-def _draw_sprite(s: _Spec, r0: int, r1: int, c0: int, c1: int, D: float, rng: np.random.Generator) -> Sprite:
+def _draw_sprite(
+    s: _Spec, r0: int, r1: int, c0: int, c1: int, D: float, rng: np.random.Generator, tex: np.ndarray | None = None
+) -> _Sprite:
     """Draw ``s`` on the image box [r0:r1, c0:c1]; the hard mask is one 8-connected blob."""
     yy = (np.arange(r0, r1, dtype=np.float32) - np.float32(s.center[0]))[:, None]
     xx = (np.arange(c0, c1, dtype=np.float32) - np.float32(s.center[1]))[None, :]
+    if s.cls in _RBC:  # convex: always one blob
+        return _draw_rbc(s, yy, xx, D, rng, None if tex is None else tex[r0:r1, c0:c1])
     od, alpha, hard = _DRAW[s.cls](s, yy, xx, D, rng)
     kept = _largest_component(hard)
     if kept is not hard:
@@ -462,11 +509,17 @@ def _draw_sprite(s: _Spec, r0: int, r1: int, c0: int, c1: int, D: float, rng: np
 
 # --------------------------------------------------------------------------- image formation
 class _Canvas:
-    def __init__(self, shape: tuple[int, int]):
+    def __init__(self, shape: tuple[int, int], D: float, rng: np.random.Generator):
         self.H, self.W = shape
         self.od = np.zeros((self.H, self.W, 3), np.float32)
         self.mask = np.zeros(shape, np.uint8)
         self.inst = np.zeros(shape, np.int32)
+        # one smooth unit-std texture field (cytoplasm mottling of RBCs), made at reduced resolution
+        step = max(1, int(round(0.05 * D)))
+        small = _noise(rng, (self.H // step + 2, self.W // step + 2), 0.08 * D / step)
+        if step > 1:
+            small = ndimage.zoom(small, step, order=1, grid_mode=True, mode="nearest")
+        self.tex = small[: self.H, : self.W]
 
     def box(self, s: _Spec) -> tuple[int, int, int, int]:
         cy, cx = s.center
@@ -479,7 +532,7 @@ class _Canvas:
         r0, r1, c0, c1 = self.box(s)
         if r1 <= r0 or c1 <= c0:
             return
-        od, alpha, hard = _draw_sprite(s, r0, r1, c0, c1, D, rng)
+        od, alpha, hard = _draw_sprite(s, r0, r1, c0, c1, D, rng, self.tex)
         a = alpha[..., None]
         tgt = self.od[r0:r1, c0:c1]
         if s.cls in _RBC:  # RBCs are translucent: overlaps add up
@@ -526,8 +579,10 @@ def _default_counts(shape: tuple[int, int], D: float) -> dict[int, int]:
 
 
 def _check_counts(counts: dict) -> dict[int, int]:
+    if not isinstance(counts, dict):
+        raise ValueError(f"counts must be a dict {{class: number}}, got {type(counts).__name__}")
     out: dict[int, int] = {}
-    for k, v in dict(counts).items():
+    for k, v in counts.items():
         c = class_id(k)
         if c in _RBC or c == BloodClass.BACKGROUND:
             raise ValueError(
@@ -545,8 +600,8 @@ def _place_required(
 ) -> list[_Spec]:
     """Place WBCs and platelets fully inside the image, never touching each other."""
     H, W = shape
-    cen = np.zeros((0, 2))
-    rbs = np.zeros(0)
+    cen = np.zeros((len(specs), 2))
+    rbs = np.zeros(len(specs))
     placed: list[_Spec] = []
     for s in sorted(specs, key=lambda q: -q.rb):
         lo = s.rb + 1.0
@@ -557,14 +612,16 @@ def _place_required(
                     "use a larger shape or a smaller rbc_diameter"
                 )
             continue
+        n = len(placed)
         ok = None
-        for _ in range(24):
-            c = np.stack([rng.uniform(lo, H - 1 - lo, 256), rng.uniform(lo, W - 1 - lo, 256)], axis=1)
-            if len(cen):
-                d = np.hypot(c[:, None, 0] - cen[None, :, 0], c[:, None, 1] - cen[None, :, 1])
-                good = np.all(d >= s.rb + rbs[None, :] + _GAP, axis=1)
+        for attempt in range(24):
+            m = 32 if attempt < 2 else 512
+            c = np.stack([rng.uniform(lo, H - 1 - lo, m), rng.uniform(lo, W - 1 - lo, m)], axis=1)
+            if n:
+                d2 = (c[:, None, 0] - cen[None, :n, 0]) ** 2 + (c[:, None, 1] - cen[None, :n, 1]) ** 2
+                good = np.all(d2 >= (s.rb + rbs[None, :n] + _GAP) ** 2, axis=1)
             else:
-                good = np.ones(len(c), bool)
+                good = np.ones(m, bool)
             if good.any():
                 ok = c[int(np.argmax(good))]
                 break
@@ -578,8 +635,8 @@ def _place_required(
                 )
             continue
         s.center = (float(ok[0]), float(ok[1]))
-        cen = np.vstack([cen, ok[None]])
-        rbs = np.append(rbs, s.rb)
+        cen[n] = ok
+        rbs[n] = s.rb
         placed.append(s)
     return placed
 
@@ -615,8 +672,8 @@ def _fill_rbcs(
         th = rng.uniform(0, np.pi, m)
         pallor = rng.uniform(0.3, 0.5, m)
         rb = R * (1 + e) + 0.5
-        ext = 0.35 * R0
-        c = np.stack([rng.uniform(-ext, H - 1 + ext, m), rng.uniform(-ext, W - 1 + ext, m)], axis=1)
+        # centres inside the image: an RBC cut by the border keeps >= 1/4 of its area (still countable)
+        c = np.stack([rng.uniform(0, H - 1, m), rng.uniform(0, W - 1, m)], axis=1)
         bad = np.zeros(m, bool)
         # against WBCs / platelets
         if otree is not None:
@@ -645,7 +702,7 @@ def _fill_rbcs(
             a, b = idx[pairs[:, 0]], idx[pairs[:, 1]]
             dd = np.hypot(*(c[a] - c[b]).T)
             need = rb[a] + rb[b] + _GAP if not touching else 0.88 * (R[a] + R[b])
-            for p, q in zip(a[dd < need].tolist(), b[dd < need].tolist()):
+            for p, q in zip(a[dd < need].tolist(), b[dd < need].tolist(), strict=True):
                 lo, hi = (p, q) if p < q else (q, p)
                 conflicts.setdefault(hi, []).append(lo)
         taken = np.zeros(m, bool)
@@ -665,7 +722,7 @@ def _fill_rbcs(
             Rs = np.concatenate([Rs, R[nk]])
             rbs = np.concatenate([rbs, rb[nk]])
             for k in new:
-                s = _rbc_spec(int(BloodClass.HEALTHY_RBC), D, float(R[k]), float(e[k]), float(th[k]), float(pallor[k]))
+                s = _rbc_spec(int(BloodClass.HEALTHY_RBC), float(R[k]), float(e[k]), float(th[k]), float(pallor[k]))
                 s.center = (float(c[k, 0]), float(c[k, 1]))
                 accepted.append(s)
     return accepted
@@ -677,20 +734,25 @@ def _visible_fraction(c: np.ndarray, R: np.ndarray, H: int, W: int) -> np.ndarra
     return np.clip(fy, 0, 1) * np.clip(fx, 0, 1)
 
 
-def _choose_infected(rbcs: list[_Spec], others: list[_Spec], shape: tuple[int, int], fraction: float, rng: np.random.Generator) -> None:
+def _choose_infected(
+    rbcs: list[_Spec], others: list[_Spec], shape: tuple[int, int], fraction: float, rng: np.random.Generator
+) -> None:
     """Mark round(fraction * n) RBCs infected, among those fully inside and not under a WBC/platelet."""
     n = int(math.floor(fraction * len(rbcs) + 0.5))
     if n <= 0:
         return
     H, W = shape
-    ok = []
-    for k, s in enumerate(rbcs):
-        cy, cx = s.center
-        if not (s.rb <= cy <= H - 1 - s.rb and s.rb <= cx <= W - 1 - s.rb):
-            continue
-        if any(math.hypot(cy - o.center[0], cx - o.center[1]) < s.rb + o.rb for o in others):
-            continue
-        ok.append(k)
+    c = np.array([s.center for s in rbcs], float)
+    rb = np.array([s.rb for s in rbcs], float)
+    inside = (c[:, 0] >= rb) & (c[:, 0] <= H - 1 - rb) & (c[:, 1] >= rb) & (c[:, 1] <= W - 1 - rb)
+    if others:
+        oc = np.array([o.center for o in others], float)
+        orb = np.array([o.rb for o in others], float)
+        pairs = cKDTree(c).sparse_distance_matrix(cKDTree(oc), float(rb.max() + orb.max()), output_type="ndarray")
+        if len(pairs):
+            i, j = pairs["i"], pairs["j"]
+            inside[i[pairs["v"] < rb[i] + orb[j]]] = False
+    ok = np.flatnonzero(inside).tolist()
     if not ok:
         return
     for k in rng.permutation(ok)[:n].tolist():
@@ -699,22 +761,25 @@ def _choose_infected(rbcs: list[_Spec], others: list[_Spec], shape: tuple[int, i
 
 # --------------------------------------------------------------------------- public API
 def render_cell(cls: int, rbc_diameter: float = 36.0, rng: np.random.Generator | int | None = None) -> np.ndarray:
-    """One cell sprite: (h, w, 4) uint8 RGBA, alpha 255 inside the cell, 0 outside; tight-ish crop
-    with a few px margin. ``cls`` is any cell class 1..9 (or its name); RGB outside is background."""
+    """One cell sprite: (h, w, 4) uint8 RGBA, alpha 255 inside the cell, 0 outside; tight crop
+    with a 3 px margin. ``cls`` is any cell class 1..9 (or its name); RGB outside is plain background."""
     D = _check_diameter(rbc_diameter)
     c = class_id(cls)
     if c == BloodClass.BACKGROUND:
         raise ValueError("render_cell needs a cell class (1..9), not background")
     g = _as_rng(rng)
     s = _make_spec(c, D, g)
-    half = math.ceil(s.rb) + 4
+    half = math.ceil(s.rb) + 6
     n = 2 * half + 1
     s.center = (float(half), float(half))
-    canvas = _Canvas((n, n))
+    canvas = _Canvas((n, n), D, g)
     canvas.draw(s, 1, D, g)
     rgb = _finish_image(canvas.od, D, g, vignette=False)
     alpha = np.where(canvas.mask > 0, 255, 0).astype(np.uint8)
-    return np.dstack([rgb, alpha])
+    m = 3  # margin around the mask's bounding box
+    sl = ndimage.find_objects(canvas.inst)[0]
+    crop = (slice(sl[0].start - m, sl[0].stop + m), slice(sl[1].start - m, sl[1].stop + m))
+    return np.ascontiguousarray(np.dstack([rgb, alpha])[crop])
 
 
 def render_smear(
@@ -732,7 +797,8 @@ def render_smear(
     counts: exact number of each non-RBC class to place (keys: class ids or names; classes not named
     get none). Default: one of each of the five WBC types, ~4 thrombocytes and 1 platelet clump per
     512x512 field at D = 36 px, scaled to the area (objects that cannot fit are then left out).
-    Requested objects always lie wholly inside the image; RBCs may be cut by the border.
+    Requested objects always lie wholly inside the image; RBCs may be cut by the border (their
+    centres stay inside, so each keeps at least about a quarter of its area).
     RBCs fill to ``rbc_density`` visible area fraction (fewer if they cannot fit), and
     round(infected_fraction * n_RBC) of them are infected (capped by RBCs that are wholly inside).
     touching=False: no two objects overlap or touch (>= 2 px gap), so every cell is a separate
@@ -747,9 +813,9 @@ def render_smear(
     if H < MIN_SIZE or W < MIN_SIZE:
         raise ValueError(f"shape must be at least {MIN_SIZE}x{MIN_SIZE}, got {H}x{W}")
     D = _check_diameter(rbc_diameter)
-    if not (isinstance(rbc_density, (int, float)) and 0.0 <= rbc_density <= 0.85):
+    if not (isinstance(rbc_density, numbers.Real) and 0.0 <= rbc_density <= 0.85):
         raise ValueError(f"rbc_density must be in [0, 0.85], got {rbc_density!r}")
-    if not (isinstance(infected_fraction, (int, float)) and 0.0 <= infected_fraction <= 1.0):
+    if not (isinstance(infected_fraction, numbers.Real) and 0.0 <= infected_fraction <= 1.0):
         raise ValueError(f"infected_fraction must be in [0, 1], got {infected_fraction!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
@@ -765,7 +831,7 @@ def render_smear(
     # draw order: healthy RBCs, infected RBCs (their parasites stay theirs), platelets, WBCs
     order = [s for s in rbcs if s.cls == BloodClass.HEALTHY_RBC] + [s for s in rbcs if s.cls == BloodClass.INFECTED_RBC]
     order += [s for s in others if s.cls in _PLT] + [s for s in others if s.cls not in _PLT]
-    canvas = _Canvas((H, W))
+    canvas = _Canvas((H, W), D, rng)
     for iid, s in enumerate(order, start=1):
         canvas.draw(s, iid, D, rng)
     image = _finish_image(canvas.od, D, rng)
@@ -791,4 +857,6 @@ def sample_smear(seed: int = 0) -> RenderedSmear:
     counts = {int(c): 1 for c in WBC_CLASSES}
     counts[int(BloodClass.THROMBOCYTE)] = 4
     counts[int(BloodClass.PLATELET_CLUMP)] = 1
-    return render_smear((512, 512), rbc_diameter=36.0, seed=seed, counts=counts, rbc_density=0.45, infected_fraction=0.1, touching=True)
+    return render_smear(
+        (512, 512), rbc_diameter=36.0, seed=seed, counts=counts, rbc_density=0.45, infected_fraction=0.1, touching=True
+    )

@@ -82,6 +82,21 @@ class RenderedDataset(Dataset):
         return img, mask
 
 
+class CachedDataset(Dataset):
+    """Holds a dataset's items in memory (rendered or decoded once); augments afresh on each access."""
+
+    def __init__(self, base: Dataset, augment: bool = False):
+        self.items = [base[i] for i in range(len(base))]
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        img, mask = self.items[i]
+        return augment_pair(img, mask, np.random.default_rng()) if self.augment else (img, mask)
+
+
 def _fit_tile(img: np.ndarray, mask: np.ndarray, size: int = TILE) -> tuple[np.ndarray, np.ndarray]:
     """Pad (mask → ignore) or centre-crop to size x size so any pair can be batched."""
     h, w = mask.shape

@@ -1,0 +1,95 @@
+"""Correction dock: the class legend as a paint-label picker (click or keys 0–9), and
+"Add to training set" for an image + corrected labels pair."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+
+from .classes import CLASSES, NUM_CLASSES
+from .layers import labels_layer_kwargs
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _swatch(rgb: tuple[int, int, int]) -> str:
+    fg = "black" if sum(rgb) > 380 else "white"
+    return f"background-color: rgb{tuple(rgb)}; color: {fg}; text-align: left; padding: 2px 6px;"
+
+
+class CorrectWidget(Container):
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__()
+        self._viewer = napari_viewer
+        self._labels = ComboBox(label="class map", choices=self._label_layers,
+                                tooltip="Labels layer to correct (a Segment result or an opened mask)")
+        self.append(self._labels)
+        self._buttons: list[PushButton] = []
+        for c in CLASSES:
+            b = PushButton(text=f"{c.id}  {c.name}", tooltip=f"Paint '{c.name}' (key {c.id})")
+            b.native.setStyleSheet(_swatch(c.color) if c.id else "text-align: left; padding: 2px 6px;")
+            b.changed.connect(lambda _=None, cid=c.id: self.select_class(cid))
+            self._buttons.append(b)
+        self.extend(self._buttons)
+        self._image = ComboBox(label="image", choices=self._image_layers, tooltip="The smear image the labels belong to")
+        self._dataset = FileEdit(label="training folder", mode="d",
+                                 tooltip="Folder that `bloodseg train --data` reads; pairs go to <folder>/<split>/images|masks")
+        self._split = ComboBox(label="split", choices=["train", "val", "test"], value="train")
+        self._add = PushButton(text="Add to training set")
+        self._status = Label(value="")
+        self.extend([self._image, self._dataset, self._split, self._add, self._status])
+        self._add.changed.connect(self.add_to_training_set)
+        for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
+            ev.connect(self._labels.reset_choices)
+            ev.connect(self._image.reset_choices)
+        self._labels.changed.connect(self._bind_keys)
+        self._bind_keys(self._labels.value)
+
+    def _label_layers(self, _w=None) -> list:
+        return [layer for layer in self._viewer.layers if isinstance(layer, Labels)]
+
+    def _image_layers(self, _w=None) -> list:
+        return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _bind_keys(self, layer: Labels | None) -> None:
+        if layer is None:
+            return
+        if "class" not in layer.features.columns:  # so the status bar names the class under the cursor
+            layer.features = labels_layer_kwargs(layer.name)["features"]
+        for cid in range(NUM_CLASSES):
+            layer.bind_key(str(cid), lambda _layer, cid=cid: self.select_class(cid), overwrite=True)
+
+    def select_class(self, class_id: int) -> None:
+        layer = self._labels.value
+        if layer is None:
+            show_error("Open or segment an image first: there is no labels layer to paint on.")
+            return
+        layer.selected_label = class_id
+        if layer.mode not in ("paint", "fill"):
+            layer.mode = "paint"
+        self._viewer.layers.selection.active = layer
+        self._status.value = f"painting: {CLASSES[class_id].name}"
+
+    def add_to_training_set(self) -> None:
+        from .export import add_training_pair
+
+        labels, image = self._labels.value, self._image.value
+        folder = str(self._dataset.value)
+        if labels is None or image is None:
+            show_error("Choose both the image and its class map.")
+            return
+        if folder in ("", "."):
+            show_error("Choose a training folder first.")
+            return
+        try:
+            path = add_training_pair(folder, image.data, labels.data, image.name, self._split.value)
+        except (ValueError, OSError) as e:
+            show_error(f"Not added: {e}")
+            self._status.value = f"not added: {e}"
+            return
+        self._status.value = f"added {path.stem} to {self._split.value}"
+        show_info(f"Added training pair {path.stem} ({self._split.value}) in {folder}")

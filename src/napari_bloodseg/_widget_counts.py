@@ -1,0 +1,130 @@
+"""Counts dock: cells of a class map, the blood report (differential, parasitemia), a table whose
+rows centre the view on their cell, and a Points layer naming each cell."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from napari.layers import Labels
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
+
+from .cells import find_cells, summarize
+
+if TYPE_CHECKING:
+    import napari
+
+COLUMNS = ("id", "class", "row", "col", "area px", "probability")
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"cells: {s['counts_total']}"]
+    lines.append(f"RBC: {s['rbc_total']}  infected: {s['infected_rbc']}  parasitemia: "
+                 + ("–" if s["parasitemia_percent"] is None else f"{s['parasitemia_percent']:.2f} %"))
+    diff = ", ".join(f"{k} {v:.0f} %" for k, v in s["wbc_differential_percent"].items() if v)
+    lines.append(f"WBC: {s['wbc_total']}" + (f"  ({diff})" if diff else ""))
+    lines.append(f"platelets: {s['platelets']}  clumps: {s['platelet_clumps']}")
+    return "\n".join(lines)
+
+
+@thread_worker
+def _count_worker(labels: np.ndarray, diameter: float, confidence):
+    _, records = find_cells(labels, diameter, confidence)
+    return records
+
+
+class CountsWidget(Container):
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__()
+        self._viewer = napari_viewer
+        self._labels = ComboBox(label="class map", choices=self._label_layers, tooltip="Labels layer with class ids")
+        self._diameter = FloatSpinBox(
+            label="RBC diameter (px)", value=36.0, min=4.0, max=1000.0, step=0.5,
+            tooltip="Healthy red cell diameter in image pixels (about 7.5 µm); sets how touching cells are split. "
+            "Filled in from the Segment result when known.",
+        )
+        self._run = PushButton(text="Count cells")
+        self._summary = Label(value="")
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setMinimumHeight(200)
+        self.extend([self._labels, self._diameter, self._run, self._summary])
+        self.native.layout().addWidget(self.table)
+        self._run.changed.connect(self.run)
+        self._labels.changed.connect(self._fill_diameter)
+        self.table.cellClicked.connect(self._centre_on_row)
+        for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
+            ev.connect(self._labels.reset_choices)
+        self.records: list = []
+        self.summary: dict | None = None
+        self.worker = None
+        self._fill_diameter(self._labels.value)
+
+    def _label_layers(self, _w=None) -> list:
+        return [layer for layer in self._viewer.layers if isinstance(layer, Labels)]
+
+    def _fill_diameter(self, layer) -> None:
+        d = getattr(layer, "metadata", {}).get("bloodseg", {}).get("rbc_diameter") if layer is not None else None
+        if d:
+            self._diameter.value = float(d)
+
+    def run(self) -> None:
+        layer = self._labels.value
+        if layer is None:
+            show_error("No class map: segment an image or open a mask first.")
+            return
+        data = np.asarray(layer.data)
+        if data.ndim != 2:
+            show_error(f"Counting needs a 2-D class map; '{layer.name}' has shape {data.shape}.")
+            return
+        conf = layer.metadata.get("confidence")
+        worker = _count_worker(data, float(self._diameter.value), conf if conf is not None and conf.shape == data.shape else None)
+        worker.returned.connect(lambda recs: self._show(layer, recs))
+        worker.errored.connect(lambda e: show_error(f"Counting failed: {e}"))
+        worker.finished.connect(self._done)
+        self.worker = worker
+        self._run.enabled = False
+        self._summary.value = "counting…"
+        worker.start()
+
+    def _done(self) -> None:
+        self.worker = None
+        self._run.enabled = True
+
+    def _show(self, layer: Labels, records: list) -> None:
+        self.records = records
+        self.summary = summarize(records, float(self._diameter.value))
+        self._summary.value = format_summary(self.summary)
+        self.table.setRowCount(len(records))
+        for i, r in enumerate(records):
+            vals = (r.id, r.class_name, f"{r.centroid_row:.0f}", f"{r.centroid_col:.0f}", r.area_px,
+                    "" if np.isnan(r.mean_probability) else f"{r.mean_probability:.2f}")
+            for j, v in enumerate(vals):
+                self.table.setItem(i, j, QTableWidgetItem(str(v)))
+        name = f"{layer.name} cells"
+        coords = np.array([[r.centroid_row, r.centroid_col] for r in records]).reshape(-1, 2)
+        features = {"id": np.array([r.id for r in records]), "class": np.array([r.class_name for r in records], dtype=object)}
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)  # our own point markers, regenerated from the map
+        self._viewer.add_points(
+            coords, name=name, features=features, size=6, face_color="white", border_color="black",
+            text={"string": "{class}", "size": 8, "color": "black", "translation": [-10, 0]},
+            scale=layer.scale[-2:], translate=layer.translate[-2:],
+        )
+        self._viewer.layers.selection.active = layer
+
+    def _centre_on_row(self, row: int, _col: int = 0) -> None:
+        if not 0 <= row < len(self.records):
+            return
+        r = self.records[row]
+        layer = self._labels.value
+        scale = np.asarray(layer.scale[-2:]) if layer is not None else np.ones(2)
+        shift = np.asarray(layer.translate[-2:]) if layer is not None else np.zeros(2)
+        world = np.array([r.centroid_row, r.centroid_col]) * scale + shift
+        self._viewer.camera.center = tuple(world)
+        self._viewer.camera.zoom = max(self._viewer.camera.zoom, 2.0)

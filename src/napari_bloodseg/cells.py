@@ -1,0 +1,139 @@
+"""From a class map to cells: touching cells separated, a per-cell table, and the counts a
+hematologist reads (WBC differential, parasitemia, platelets)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import feature, measure, segmentation
+
+from .classes import CLASS_NAMES, NUM_CLASSES, RBC_CLASSES, WBC_CLASSES, BloodClass
+
+# Cell groups split as one: an RBC partly predicted infected is still one RBC; its class is the majority.
+GROUPS: dict[str, tuple[int, ...]] = {
+    "rbc": tuple(int(c) for c in RBC_CLASSES),
+    "wbc": tuple(int(c) for c in WBC_CLASSES),
+    "thrombocyte": (int(BloodClass.THROMBOCYTE),),
+    "platelet clump": (int(BloodClass.PLATELET_CLUMP),),
+}
+# Typical diameter of each group relative to a healthy RBC, and the smallest area kept (× RBC area).
+REL_DIAMETER = {"rbc": 1.0, "wbc": 1.5, "thrombocyte": 0.3, "platelet clump": 1.0}
+MIN_AREA = {"rbc": 0.15, "wbc": 0.2, "thrombocyte": 0.01, "platelet clump": 0.05}
+_SPLIT = {"rbc": True, "wbc": True, "thrombocyte": True, "platelet clump": False}
+
+
+@dataclass
+class CellRecord:
+    id: int
+    class_id: int
+    class_name: str
+    centroid_row: float
+    centroid_col: float
+    area_px: int
+    min_row: int
+    min_col: int
+    max_row: int
+    max_col: int
+    mean_probability: float
+
+
+def _split(mask: np.ndarray, diameter: float) -> np.ndarray:
+    """Distance-transform watershed: one marker per cell core at least ~0.6 diameters apart."""
+    dist = ndi.distance_transform_edt(mask)
+    coarse = measure.label(mask)
+    peaks = feature.peak_local_max(
+        dist, min_distance=max(1, int(round(diameter * 0.3))), threshold_abs=max(1.0, diameter * 0.15),
+        labels=coarse, exclude_border=False,
+    )
+    markers = np.zeros(mask.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    # components without a peak (thin, small) keep one marker of their own
+    missing = np.setdiff1d(np.unique(coarse[mask]), np.unique(coarse[tuple(peaks.T)]) if len(peaks) else [])
+    for lab in missing:
+        rr, cc = np.nonzero(coarse == lab)
+        markers[rr[len(rr) // 2], cc[len(cc) // 2]] = markers.max() + 1
+    return segmentation.watershed(-dist, markers, mask=mask)
+
+
+def find_cells(
+    labels: np.ndarray, rbc_diameter: float = 36.0, confidence: np.ndarray | None = None
+) -> tuple[np.ndarray, list[CellRecord]]:
+    """Instances (int32 map, 0 = none) and one record per cell.
+
+    ``rbc_diameter`` is the healthy-RBC diameter in pixels of ``labels``; ``confidence`` the winning
+    class probability x 255 (as from inference) for each cell's mean probability."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    instances = np.zeros(labels.shape, np.int32)
+    records: list[CellRecord] = []
+    rbc_area = np.pi * (rbc_diameter / 2) ** 2
+    for group, ids in GROUPS.items():
+        mask = np.isin(labels, ids)
+        if not mask.any():
+            continue
+        d = rbc_diameter * REL_DIAMETER[group]
+        parts = _split(mask, d) if _SPLIT[group] else measure.label(mask)
+        for r in measure.regionprops(parts):
+            if r.area < MIN_AREA[group] * rbc_area:
+                continue
+            rr, cc = r.coords[:, 0], r.coords[:, 1]
+            votes = np.bincount(labels[rr, cc], minlength=NUM_CLASSES)
+            cls = int(max(ids, key=lambda c: votes[c]))
+            prob = float(confidence[rr, cc].mean() / 255) if confidence is not None else float("nan")
+            cid = len(records) + 1
+            instances[rr, cc] = cid
+            r0, c0, r1, c1 = r.bbox
+            records.append(CellRecord(cid, cls, CLASS_NAMES[cls], round(float(r.centroid[0]), 2),
+                                      round(float(r.centroid[1]), 2), int(r.area), r0, c0, r1, c1, round(prob, 4)))
+    return instances, records
+
+
+def summarize(records: list[CellRecord], rbc_diameter: float | None = None) -> dict:
+    """Counts per class, parasitemia (% infected of all RBCs) and the WBC differential (%)."""
+    counts = {name: 0 for name in CLASS_NAMES[1:]}
+    for r in records:
+        counts[r.class_name] += 1
+    infected = counts[CLASS_NAMES[BloodClass.INFECTED_RBC]]
+    rbc = infected + counts[CLASS_NAMES[BloodClass.HEALTHY_RBC]]
+    wbc_names = [CLASS_NAMES[c] for c in WBC_CLASSES]
+    wbc = sum(counts[n] for n in wbc_names)
+    return {
+        "counts": counts,
+        "counts_total": len(records),
+        "rbc_total": rbc,
+        "infected_rbc": infected,
+        "parasitemia_percent": round(100 * infected / rbc, 3) if rbc else None,
+        "wbc_total": wbc,
+        "wbc_differential_percent": {n: (round(100 * counts[n] / wbc, 2) if wbc else None) for n in wbc_names},
+        "platelets": counts[CLASS_NAMES[BloodClass.THROMBOCYTE]],
+        "platelet_clumps": counts[CLASS_NAMES[BloodClass.PLATELET_CLUMP]],
+        "rbc_diameter_px": rbc_diameter,
+    }
+
+
+def write_table(records: list[CellRecord], path: str | os.PathLike) -> None:
+    fields = list(CellRecord.__dataclass_fields__)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in records:
+            w.writerow(asdict(r))
+
+
+def write_report(result, image, csv_path: str | os.PathLike, json_path: str | os.PathLike) -> dict:
+    """Cells of a :class:`~napari_bloodseg.infer.Segmentation` → per-cell CSV and JSON summary."""
+    _, records = find_cells(result.labels, result.rbc_diameter, result.confidence)
+    summary = summarize(records, result.rbc_diameter)
+    summary["rbc_diameter_estimated"] = result.rbc_diameter_estimated
+    summary["image_shape"] = list(np.asarray(image).shape[:2])
+    write_table(records, csv_path)
+    Path(json_path).write_text(json.dumps(summary, indent=1))
+    return summary
+

@@ -1,0 +1,80 @@
+import collections
+
+import numpy as np
+
+from napari_bloodseg.classes import BloodClass
+from napari_bloodseg.layers import labels_layer_kwargs
+from napari_bloodseg.render import render_smear
+
+
+def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
+    from napari_bloodseg._widget_counts import CountsWidget
+
+    viewer = make_napari_viewer()
+    s = render_smear((400, 400), seed=1, touching=False)
+    viewer.add_image(s.image, name="smear", rgb=True)
+    viewer.add_labels(s.mask, **labels_layer_kwargs("smear classes", metadata={"bloodseg": {"rbc_diameter": 36.0}}))
+    w = CountsWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: w.worker is None and w.summary is not None, timeout=60_000)
+    assert w.table.rowCount() == len(w.records) > 0
+    assert "parasitemia" in w._summary.value
+    points = viewer.layers["smear classes cells"]
+    assert len(points.data) == len(w.records)
+    assert set(points.features["class"]) <= {r.class_name for r in w.records}
+    n_wbc = sum(1 for c in s.cells if 1 <= c.cls <= 5)
+    assert w.summary["wbc_total"] == n_wbc
+    # clicking a row centres the view on that cell
+    row = len(w.records) // 2
+    w.table.cellClicked.emit(row, 0)
+    r = w.records[row]
+    assert np.allclose(viewer.camera.center[-2:], (r.centroid_row, r.centroid_col))
+    # counting again replaces our own points layer, not anything else
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    assert [l.name for l in viewer.layers].count("smear classes cells") == 1
+
+
+def test_picker_paints_exports_and_pair_is_on_disk(make_napari_viewer, qtbot, tmp_path):
+    import imageio.v3 as iio
+
+    from napari_bloodseg._widget_correct import CorrectWidget
+    from napari_bloodseg.train import FolderDataset
+
+    viewer = make_napari_viewer()
+    s = render_smear((224, 224), seed=4)
+    viewer.add_image(s.image, name="field 1", rgb=True)
+    labels = viewer.add_labels(s.mask.copy(), **labels_layer_kwargs("field 1 classes"))
+    w = CorrectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._buttons[BloodClass.PLATELET_CLUMP].clicked.emit()
+    assert labels.selected_label == 7 and labels.mode == "paint"
+    w.select_class(3)
+    assert labels.selected_label == 3
+    labels.paint((50, 50), 3)  # a brush stroke as the paint tool makes it
+    assert labels.data[50, 50] == 3
+    w._dataset.value = str(tmp_path / "corrected")
+    w._add.clicked.emit()
+    w._add.clicked.emit()  # a second export never replaces the first
+    images = sorted((tmp_path / "corrected" / "train" / "images").iterdir())
+    masks = sorted((tmp_path / "corrected" / "train" / "masks").iterdir())
+    assert [p.name for p in images] == [p.name for p in masks] == ["field_1.png", "field_1_2.png"]
+    assert np.array_equal(iio.imread(masks[0]), labels.data)
+    assert iio.imread(masks[0]).dtype == np.uint8
+    ds = FolderDataset(tmp_path / "corrected" / "train")
+    img, mask = ds[0]
+    assert img.shape == (224, 224, 3) and mask[50, 50] == 3
+
+
+def test_keys_select_class(make_napari_viewer):
+    from napari_bloodseg._widget_correct import CorrectWidget
+
+    viewer = make_napari_viewer()
+    labels = viewer.add_labels(np.zeros((64, 64), np.uint8), name="mask")
+    w = CorrectWidget(viewer)
+    assert "class" in labels.features.columns  # the status bar can name classes
+    from app_model.types import KeyBinding
+
+    labels.keymap[KeyBinding.from_str("8")](labels)
+    assert labels.selected_label == 8 and "infected RBC" in w._status.value
