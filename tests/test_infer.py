@@ -94,3 +94,26 @@ def test_default_model_segments_the_sample_well():
     res = Segmenter.from_file(None, device="cpu").segment(s.image)
     assert res.rbc_diameter == pytest.approx(36, rel=0.15)
     assert (res.labels == s.mask).mean() > 0.85
+
+
+def test_fast_path_agrees_with_naive_fp32():
+    from napari_bloodseg.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(None)
+    naive = Segmenter(model, info, "cpu", fast=False, precision="fp32")
+    fast = Segmenter(model, info, "cpu", fast=True, precision="auto")
+    img = render_smear((300, 260), seed=9).image
+    a = naive.segment(img, rbc_diameter=36.0)
+    b = fast.segment(img, rbc_diameter=36.0)
+    assert (a.labels == b.labels).mean() >= 0.995
+    tiles = img[None, :224, :224]
+    assert np.abs(naive.predict_tiles(tiles) - fast.predict_tiles(tiles)).max() < (0.05 if fast.dtype != torch.float32 else 1e-3)
+
+
+def test_precision_choices():
+    from napari_bloodseg.infer import resolve_precision
+
+    assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
+    assert resolve_precision("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="allowed: auto, fp32, bf16, fp16"):
+        resolve_precision("int8", torch.device("cpu"))
