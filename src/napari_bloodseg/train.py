@@ -68,14 +68,17 @@ class RenderedDataset(Dataset):
         counts = {int(c): int(rng.integers(0, 2)) for c in range(1, 6)}
         counts[6] = int(rng.integers(0, 4))
         counts[7] = int(rng.integers(0, 2))
-        s = render_smear(
-            (self.size, self.size),
-            rbc_diameter=float(rng.uniform(33, 39)),
-            seed=int(rng.integers(2**31)),
-            counts=counts,
-            rbc_density=float(rng.uniform(0.25, 0.6)),
-            infected_fraction=float(rng.choice([0.0, 0.3, 1.0])),
-        )
+        kw = dict(rbc_diameter=float(rng.uniform(33, 39)), seed=int(rng.integers(2**31)),
+                  rbc_density=float(rng.uniform(0.25, 0.6)), infected_fraction=float(rng.choice([0.0, 0.3, 1.0])))
+        while True:
+            try:
+                s = render_smear((self.size, self.size), counts=counts, **kw)
+                break
+            except ValueError:  # small tiles: drop the largest requested cell until the rest fit
+                big = [c for c in (5, 3, 1, 2, 4, 7, 6) if counts.get(c)]
+                if not big:
+                    raise
+                counts[big[0]] -= 1
         img, mask = s.image, s.mask
         if self.augment:
             img, mask = augment_pair(img, mask, rng)
@@ -145,7 +148,7 @@ def class_weights(pixel_counts: np.ndarray) -> torch.Tensor:
     if present.any():
         w[present] = np.median(freq[present]) / freq[present]
         w[~present] = w[present].max()
-    return torch.tensor(np.clip(w, 0.05, 50.0), dtype=torch.float32)
+    return torch.tensor(np.clip(w, 0.01, 100.0), dtype=torch.float32)
 
 
 def dataset_stats(dataset: Dataset, max_items: int = 100) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -291,11 +294,11 @@ def train(
             loss.backward()
             opt.step()
             valid = masks != IGNORE_INDEX
-            tot_loss += float(loss) * len(imgs)
+            tot_loss += float(loss.detach()) * len(imgs)
             tot_correct += int(((logits.argmax(1) == masks) & valid).sum())
             tot_px += int(valid.sum())
             if on_progress is not None:
-                on_progress({"kind": "batch", "epoch": epoch, "step": step + 1, "steps": len(train_loader), "loss": float(loss)})
+                on_progress({"kind": "batch", "epoch": epoch, "step": step + 1, "steps": len(train_loader), "loss": float(loss.detach())})
         if stopped:
             break
         val = evaluate_model(model, val_loader, info, device, loss_fn)

@@ -10,15 +10,21 @@ from pathlib import Path
 PROCEDURAL = "procedural"
 
 
-def _datasets(data: str, augment: bool, n_procedural: int, seed: int):
+def datasets_for(data: str, augment: bool = True, n_procedural: int = 2000, seed: int = 0):
+    """(train, val) datasets from a synthesized set (train/ + val/), a folder of corrected pairs
+    (train/ only, or images/ + masks/: validated on the same pairs), or 'procedural'."""
     from .train import FolderDataset, RenderedDataset
 
     if data == PROCEDURAL:
         return RenderedDataset(n_procedural, seed=seed, augment=augment), RenderedDataset(max(8, n_procedural // 10), seed=seed + 1)
     root = Path(data)
-    if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise ValueError(f"{root}: expected 'train/' and 'val/' splits (a folder written by `bloodseg synth`), or '{PROCEDURAL}'")
-    return FolderDataset(root / "train", augment=augment), FolderDataset(root / "val")
+    if (root / "images").is_dir():
+        return FolderDataset(root, augment=augment), FolderDataset(root)
+    if not (root / "train").is_dir():
+        raise ValueError(f"{root}: expected 'train/' and 'val/' splits (from `bloodseg synth` or 'Add to training set'), "
+                         f"an images/ + masks/ folder, or '{PROCEDURAL}'")
+    val = root / "val" if (root / "val").is_dir() else root / "train"
+    return FolderDataset(root / "train", augment=augment), FolderDataset(val)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -27,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     try:
-        train_set, val_set = _datasets(args.data, not args.no_augment, args.procedural_tiles, args.seed)
+        train_set, val_set = datasets_for(args.data, not args.no_augment, args.procedural_tiles, args.seed)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_late=args.lr_late,
                              lr_drop_epoch=args.lr_drop_epoch, width=args.width, workers=args.workers,
                              seed=args.seed, device=args.device, init=args.init)

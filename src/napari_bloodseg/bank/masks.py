@@ -50,6 +50,8 @@ class Extraction:
 
     mask: np.ndarray | None
     reason: RejectReason | None = None
+    #: (rows, cols) slices of the input the mask covers; None = the whole input
+    window: tuple[slice, slice] | None = None
 
     @property
     def ok(self) -> bool:
@@ -205,6 +207,8 @@ def extract_wbc(
     rbc_diameter: float | None = None,
     max_border: float = 0.02,
     refine_colour: bool = True,
+    ring_width: float = 0.3,
+    lobe_area: float = 0.06,
 ) -> Extraction:
     """Mask of the leukocyte nearest the centre of ``rgb`` (nucleus + cytoplasm).
 
@@ -232,7 +236,7 @@ def extract_wbc(
     nuc = lab_n == best.label
     dist_nuc = ndi.distance_transform_edt(~nuc)
     for p in props:  # further lobes of the same nucleus
-        if p.label != best.label and p.area > 0.03 * d * d:
+        if p.label != best.label and p.area > lobe_area * d * d:
             if dist_nuc[lab_n == p.label].min() < 0.35 * d:
                 nuc |= lab_n == p.label
 
@@ -257,7 +261,8 @@ def extract_wbc(
     wbc = ndi.binary_fill_holes(morphology.opening(wbc, morphology.disk(2)) | nuc)
     geometric = wbc
     if refine_colour:  # trim RBC-coloured pixels (overlaps without a neck)
-        cyt = ndi.binary_erosion(wbc, iterations=2) & ~ndi.binary_dilation(nuc_all)
+        ring = ndi.binary_dilation(hull, iterations=max(2, int(ring_width * d)))
+        cyt = ndi.binary_erosion(wbc, iterations=2) & ~ndi.binary_dilation(nuc_all) & ring
         rbc = fg & ~ndi.binary_dilation(wbc, iterations=3) & ~nuc_all
         bgs = ndi.binary_erosion(~fg, iterations=2)
         if cyt.sum() >= 30 and rbc.sum() >= 100 and bgs.sum() >= 30:
@@ -270,6 +275,11 @@ def extract_wbc(
             if len(ids):
                 wbc = np.isin(lb, ids)
                 wbc = ndi.binary_fill_holes(morphology.closing(wbc, morphology.disk(2)))
+    # purple bits that are not this nucleus (platelets stuck to the cell) are cut off
+    stray = nuc_all & ~ndi.binary_dilation(nuc, iterations=2)
+    if stray.any():
+        wbc &= ~ndi.binary_dilation(stray, iterations=2)
+        wbc = morphology.opening(wbc, morphology.disk(2)) | nuc
     wbc = clean_mask(wbc, best.centroid)
     if wbc.sum() < 16:
         return reject(RejectReason.EMPTY)
@@ -363,7 +373,7 @@ def extract_rbc(
     rbc_diameter: float | None = None,
     point: tuple[float, float] | None = None,
     surround: Surround = "light",
-    max_border: float = 0.02,
+    max_border: float = 0.05,
     min_solidity: float = 0.9,
 ) -> Extraction:
     """Mask of the red cell at the centre (or ``point``, row/col).
@@ -432,15 +442,17 @@ def pick_cell(
     other_points: np.ndarray | None = None,
     max_border: float = 0.0,
     min_solidity: float = 0.9,
+    slices: list | None = None,
 ) -> Extraction:
     """The labelled cell at ``point`` (row, col) of a field, judged as an RBC.
 
     ``other_points`` (N, 2 row/col) are the field's other annotations: a cell that holds one of
-    them too is several cells.
+    them too is several cells. The mask returned covers ``Extraction.window`` of the field only;
+    pass ``slices = scipy.ndimage.find_objects(labels)`` when picking many cells of one field.
     """
     h, w = labels.shape
     y, x = int(np.clip(round(point[0]), 0, h - 1)), int(np.clip(round(point[1]), 0, w - 1))
-    lab_id = labels[y, x]
+    lab_id = int(labels[y, x])
     if lab_id == 0:
         r = 0.25 * (rbc_diameter or min(h, w) / 8)
         y0, y1, x0, x1 = max(0, int(y - r)), min(h, int(y + r) + 1), max(0, int(x - r)), min(w, int(x + r) + 1)
@@ -448,14 +460,37 @@ def pick_cell(
         if not win.any():
             return reject(RejectReason.OFF_CENTRE)
         dist, (iy, ix) = ndi.distance_transform_edt(win == 0, return_indices=True)
-        lab_id = win[iy[y - y0, x - x0], ix[y - y0, x - x0]]
-    cell = labels == lab_id
+        lab_id = int(win[iy[y - y0, x - x0], ix[y - y0, x - x0]])
+    if slices is None:
+        slices = ndi.find_objects(labels)
+    sl = slices[lab_id - 1]
+    if sl is None:
+        return reject(RejectReason.EMPTY)
+    window = (slice(max(0, sl[0].start - 1), min(h, sl[0].stop + 1)), slice(max(0, sl[1].start - 1), min(w, sl[1].stop + 1)))
+    cell = labels[window] == lab_id
     if other_points is not None and len(other_points):
-        op = np.round(np.asarray(other_points)).astype(int)
-        op = op[(op[:, 0] >= 0) & (op[:, 0] < h) & (op[:, 1] >= 0) & (op[:, 1] < w)]
-        if cell[op[:, 0], op[:, 1]].any():
+        op = np.round(np.asarray(other_points)).astype(int) - [window[0].start, window[1].start]
+        hh, ww = cell.shape
+        op = op[(op[:, 0] >= 0) & (op[:, 0] < hh) & (op[:, 1] >= 0) & (op[:, 1] < ww)]
+        if len(op) and cell[op[:, 0], op[:, 1]].any():
             return reject(RejectReason.SEVERAL)
-    return _judge_rbc(cell, rbc_diameter, max_border, min_solidity)
+    # outline pixels on the field's frame
+    frame = np.zeros(cell.shape, bool)
+    if window[0].start == 0:
+        frame[0] = True
+    if window[0].stop == h:
+        frame[-1] = True
+    if window[1].start == 0:
+        frame[:, 0] = True
+    if window[1].stop == w:
+        frame[:, -1] = True
+    on_frame = (cell & frame).sum()
+    if on_frame:
+        outline = segmentation.find_boundaries(np.pad(cell, 1), mode="inner")[1:-1, 1:-1].sum()
+        if on_frame / max(1, outline) > max_border:
+            return reject(RejectReason.BORDER)
+    ex = _judge_rbc(cell, rbc_diameter, 1.0, min_solidity)
+    return Extraction(ex.mask, ex.reason, window if ex.ok else None)
 
 
 # ----------------------------------------------------------------------------- dispatch & crop

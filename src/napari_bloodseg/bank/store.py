@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -259,12 +258,14 @@ class Bank:
         synthetic: bool = False,
         split: str | None = None,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        sample_id: str | None = None,
     ) -> Sample | None:
         """Write one sample (already at bank scale); None if its id is already in the bank.
 
-        ``split`` defaults to :func:`assign_split` of ``group``.
+        ``split`` defaults to :func:`assign_split` of ``group``; ``sample_id`` to
+        :func:`make_sample_id` of (source, source_file, index).
         """
-        sid = make_sample_id(source, source_file, index)
+        sid = sample_id or make_sample_id(source, source_file, index)
         if sid in self._samples:
             return None
         rgba = np.asarray(rgba)
@@ -336,7 +337,7 @@ def format_stats(counts: Counter) -> str:
             t[i] += r[2 + i]
     head = ("class", "source", *SPLITS, "total")
     w0 = max([len(head[0])] + [len(r[0]) for r in rows])
-    w1 = max([len(head[1])] + [len(r[1]) for r in rows])
+    w1 = max([len(head[1]), len("(all sources)")] + [len(r[1]) for r in rows])
     fmt = f"{{:<{w0}}}  {{:<{w1}}}  {{:>7}}  {{:>7}}  {{:>7}}  {{:>7}}"
     lines = [fmt.format(*head), "-" * (w0 + w1 + 40)]
     lines += [fmt.format(*r) for r in rows]

@@ -1,0 +1,153 @@
+"""Synthesize widget: compose a training set from a sample bank (or procedural sprites) in a worker
+thread, with progress and cancel, then preview a few of its tiles as image + class labels layers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, SpinBox
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+
+if TYPE_CHECKING:
+    import napari
+
+
+@thread_worker
+def _synth_worker(bank: str | None, per_class: int, out: str, counts: dict, seed: int, workers: int,
+                  overwrite: bool, allow_missing: bool, preview: int):
+    from .synth import SamplePool, iter_synthesize, read_synth_set
+
+    pool = SamplePool.procedural(per_class, seed=seed) if bank is None else SamplePool.from_bank_dir(bank)
+    summary = yield from iter_synthesize(pool, out, counts, seed=seed, workers=workers,
+                                         overwrite=overwrite, allow_missing=allow_missing)
+    layers = []
+    if preview > 0:
+        first = next(sp for sp, n in counts.items() if n > 0)
+        layers = read_synth_set(Path(out) / first, max_images=preview)
+    return summary, layers
+
+
+class SynthWidget(Container):
+    def __init__(self, napari_viewer: "napari.viewer.Viewer"):
+        super().__init__()
+        self._viewer = napari_viewer
+        self._bank = FileEdit(label="sample bank", mode="d",
+                              tooltip="Bank folder (manifest.csv + one RGBA PNG per cell), e.g. from `bloodseg bank import`")
+        self._bank.value = ""
+        self._procedural = CheckBox(text="procedural sprites (no bank)", value=False,
+                                    tooltip="Use rendered cells instead of a bank: a quick start without data")
+        self._per_class = SpinBox(label="sprites per class", value=16, min=1, max=500, enabled=False,
+                                  tooltip="Procedural sprites rendered per class and split")
+        self._out = FileEdit(label="output folder", mode="d", tooltip="New or empty folder for the set")
+        self._out.value = ""
+        self._train = SpinBox(label="train images", value=200, min=0, max=10_000_000)
+        self._val = SpinBox(label="val images", value=40, min=0, max=10_000_000)
+        self._test = SpinBox(label="test images", value=40, min=0, max=10_000_000)
+        self._seed = SpinBox(label="seed", value=0, min=0, max=2**31 - 1, tooltip="Same seed → identical set")
+        self._workers = SpinBox(label="worker processes", value=min(os.cpu_count() or 1, 4), min=1, max=64,
+                                tooltip="Parallel processes; the output does not depend on it")
+        self._allow_missing = CheckBox(text="allow missing classes", value=False,
+                                       tooltip="Synthesize even if the bank lacks some classes in some splits")
+        self._overwrite = CheckBox(text="replace an earlier set in the folder", value=False)
+        self._preview = SpinBox(label="preview tiles", value=8, min=0, max=256,
+                                tooltip="Tiles of the first split shown as layers when done")
+        self._run = PushButton(text="Synthesize")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._status = Label(value="")
+        self.extend([self._bank, self._procedural, self._per_class, self._out, self._train, self._val, self._test,
+                     self._seed, self._workers, self._allow_missing, self._overwrite, self._preview,
+                     self._run, self._cancel, self._status])
+        self._procedural.changed.connect(self._on_procedural)
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self.cancel)
+        self.worker = None
+        self._pbar = None
+        self._cancelled = False
+
+    def _on_procedural(self, value: bool) -> None:
+        self._bank.enabled = not value
+        self._per_class.enabled = value
+
+    def run(self) -> None:
+        bank = None
+        if not self._procedural.value:
+            bank = str(self._bank.value)
+            if bank in ("", ".") or not Path(bank).is_dir():
+                show_error("Choose a sample bank folder, or tick 'procedural sprites'.")
+                return
+        out = str(self._out.value)
+        if out in ("", "."):
+            show_error("Choose an output folder.")
+            return
+        counts = {"train": int(self._train.value), "val": int(self._val.value), "test": int(self._test.value)}
+        if not any(counts.values()):
+            show_error("Nothing to synthesize: all image counts are 0.")
+            return
+        from .synth import check_output
+
+        try:
+            check_output(out, bool(self._overwrite.value))
+        except FileExistsError as e:
+            msg = str(e).replace("pass --overwrite", "tick 'replace an earlier set'")
+            self._status.value = f"error: {msg}"
+            show_error(msg)
+            return
+        self._start(bank, out, counts)
+
+    def _start(self, bank: str | None, out: str, counts: dict) -> None:
+        self._pbar = progress(total=sum(counts.values()), desc="Synthesizing")
+        worker = _synth_worker(bank, int(self._per_class.value), out, counts, int(self._seed.value),
+                               int(self._workers.value), bool(self._overwrite.value), bool(self._allow_missing.value),
+                               int(self._preview.value), _ignore_errors=True)  # errors → _on_error
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_result)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self._cancelled = False
+        self._run.enabled, self._cancel.enabled = False, True
+        self._status.value = "starting…"
+        worker.start()
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self._cancelled = True
+            self.worker.quit()
+            self._status.value = "cancelled (the output folder is incomplete)"
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        if self._cancelled:  # progress queued before the cancel
+            return
+        if self._pbar is not None:
+            if self._pbar.total != total:
+                self._pbar.total = total
+            self._pbar.n = done
+            self._pbar.refresh()
+        self._status.value = f"image {done}/{total}"
+
+    def _on_result(self, result) -> None:
+        summary, layers = result
+        for data, kwargs, kind in layers:
+            if kind == "image":
+                self._viewer.add_image(data, **kwargs)
+            else:
+                self._viewer.add_labels(data, **kwargs)
+        msg = f"done: {summary['images']} images in {summary['seconds']:.1f} s → {summary['out']}"
+        self._status.value = msg
+        show_info(msg)
+
+    def _on_error(self, exc: Exception) -> None:
+        self._status.value = f"error: {exc}"
+        show_error(f"Synthesis failed: {exc}")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._run.enabled, self._cancel.enabled = True, False
+        self.worker = None

@@ -1,0 +1,173 @@
+"""`bloodseg bank ...`: import sources, add procedural cells and clumps, print stats, draw a gallery.
+
+``add_parser(subparsers)`` registers the group on the main ``bloodseg`` parser; every handler
+returns an exit code (0 ok, 1 some inputs failed, 2 usage/layout error).
+
+Platelet clumps: ``bank clumps`` builds them from the real single thrombocytes already in the bank
+(run it after importing platelet sources: pbc, voc); ``bank procedural`` builds its own from its
+rendered thrombocytes. Both are deterministic in ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .importers import FORMAT_NAMES
+
+
+def _err(msg: str) -> int:
+    print(f"bloodseg bank: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importers import LayoutError, parse_format, run_import
+    from .scale import ScaleError
+
+    try:
+        fmt = parse_format(args.format)
+    except ValueError as e:
+        return _err(str(e))
+    if fmt.value == "procedural":
+        return _err("use 'bloodseg bank procedural --bank DIR' for the procedural source")
+    try:
+        report = run_import(
+            fmt, args.src, args.bank, limit=args.limit, rbc_diameter=args.rbc_diameter,
+            licence=args.licence, source=args.source, jobs=args.jobs, progress=not args.quiet,
+        )
+    except (LayoutError, ScaleError, ValueError) as e:
+        return _err(str(e))
+    print(report.summary())
+    return 1 if report.unreadable else 0
+
+
+def cmd_procedural(args: argparse.Namespace) -> int:
+    from .importers import import_procedural
+    from .store import Bank
+
+    try:
+        report = import_procedural(Bank.create(args.bank), per_class=args.per_class, seed=args.seed, clumps=args.clumps)
+    except (ImportError, ValueError) as e:
+        return _err(str(e))
+    print(report.summary())
+    return 0
+
+
+def cmd_clumps(args: argparse.Namespace) -> int:
+    from .importers import synthesize_clumps
+    from .store import Bank
+
+    try:
+        bank = Bank.open(args.bank)
+        added, already = synthesize_clumps(bank, args.n, seed=args.seed, sources=args.source or None)
+    except ValueError as e:
+        return _err(str(e))
+    print(f"platelet clumps: added {added}, already in bank {already}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .store import Bank
+
+    try:
+        bank = Bank.open(args.dir)
+    except ValueError as e:
+        return _err(str(e))
+    print(f"bank {args.dir}: {len(bank)} samples")
+    print(bank.stats_table())
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .gallery import save_gallery_png
+    from .store import Bank
+
+    try:
+        bank = Bank.open(args.dir)
+        out = save_gallery_png(bank, args.out, per_class=args.per_class, split=args.split, source=args.source, seed=args.seed)
+    except ValueError as e:
+        return _err(str(e))
+    print(f"wrote {out}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``bank`` command group to an argparse subparsers object."""
+    p = subparsers.add_parser("bank", help="build and inspect the single-cell sample bank")
+    sub = p.add_subparsers(dest="bank_command", required=True, metavar="{import,procedural,clumps,stats,gallery}")
+
+    s = sub.add_parser("import", help="import a source folder", description=f"FORMAT: {', '.join(FORMAT_NAMES)}")
+    s.add_argument("format", metavar="FORMAT", help=f"one of: {', '.join(n for n in FORMAT_NAMES if n != 'procedural')}")
+    s.add_argument("src", metavar="SRC", help="source folder")
+    s.add_argument("--bank", required=True, metavar="DIR", help="bank folder (created if missing)")
+    s.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="read at most N source images (taken evenly over classes)")
+    s.add_argument("--rbc-diameter", type=_positive_float, default=None, metavar="PX",
+                   help="healthy RBC diameter of the source in px (default: measured from its images)")
+    s.add_argument("--licence", default=None, help="licence recorded for the samples (default: the format's)")
+    s.add_argument("--source", default=None, help="source name recorded (folder format only)")
+    s.add_argument("--jobs", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
+                   help="worker processes (default: up to 4)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_import)
+
+    s = sub.add_parser("procedural", help="add rendered cells of every class (and clumps from them)")
+    s.add_argument("--bank", required=True, metavar="DIR")
+    s.add_argument("--per-class", type=_positive_int, default=20, metavar="N")
+    s.add_argument("--clumps", type=int, default=None, metavar="N", help="platelet clumps to build (default: per-class)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_procedural)
+
+    s = sub.add_parser("clumps", help="build platelet clumps from the bank's single thrombocytes")
+    s.add_argument("--bank", required=True, metavar="DIR")
+    s.add_argument("--n", type=_positive_int, default=100, metavar="N")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--source", action="append", default=None, help="only platelets of this source (repeatable)")
+    s.set_defaults(func=cmd_clumps)
+
+    s = sub.add_parser("stats", help="table of samples per class x source x split")
+    s.add_argument("dir", metavar="DIR")
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("gallery", help="write a PNG grid of samples per class with mask outlines")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--out", required=True, metavar="PNG")
+    s.add_argument("--per-class", type=_positive_int, default=10, metavar="N")
+    s.add_argument("--split", default=None, choices=["train", "val", "test"])
+    s.add_argument("--source", default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_gallery)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m napari_bloodseg.bank.cli ...`` (same as ``bloodseg bank ...``)."""
+    parser = argparse.ArgumentParser(prog="bloodseg")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bank", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
