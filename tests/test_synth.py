@@ -122,6 +122,9 @@ def test_same_seed_byte_identical_with_any_workers(tmp_path, proc_pool):
 
     ds = SynthDataset(proc_pool, "train", 20, seed=11, config=FAST)
     assert isinstance(ds, Dataset) and len(ds) == 20
+    order = ds.grouped_order(0)
+    assert sorted(order) == list(range(20)) and order != list(range(20))
+    assert len({i // FAST.crops_per_field for i in order[:8]}) == 1  # one field's crops together
     folder = FolderDataset(tmp_path / "a" / "train")
     assert len(folder) == 20
     for i in (13, 2, 19):
@@ -233,6 +236,29 @@ def test_cut_cells_keep_their_class_and_top_objects_win(proc_pool):
     assert set(border.tolist()) - {0}  # cells are cut by the tile border and keep their class
     for k, o in enumerate(si.objects, start=1):
         assert set(np.unique(si.mask[si.instances == k]).tolist()) == {o["classIdx"]}
+
+
+def test_bank_scale_is_brought_to_model_scale(tmp_path):
+    """A bank stored at another RBC size is rescaled to the model's 36 px."""
+    bank = tmp_path / "bank72"
+    bank.mkdir()
+    (bank / "bank.json").write_text(json.dumps({"format": "bloodseg-bank", "version": 1, "rbc_diameter_px": 72.0}))
+    rows = []
+    for c in (int(BloodClass.HEALTHY_RBC), int(BloodClass.LYMPHOCYTE)):
+        for k in range(2):
+            rel = f"{folder_name(c)}/{c}{k}.png"
+            (bank / folder_name(c)).mkdir(exist_ok=True)
+            iio.imwrite(bank / rel, render_cell(c, 72.0, np.random.default_rng([c, k])))
+            rows.append([f"{c}{k}", c, CLASS_NAMES[c], rel, "t", "x", "CC0", "72", "1", "train", f"g{c}{k}", "1"])
+    with open(bank / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([HEADER, *rows])
+    pool = SamplePool.from_bank_dir(bank)
+    assert pool.scale == 0.5
+    si = compose_image(pool, "train", 0, seed=0, config=SynthConfig.plain(field_size=320, crops_per_field=4, rbc_variants=4))
+    rbc = [o for o in si.objects if o["classIdx"] == int(BloodClass.HEALTHY_RBC)
+           and 0 < o["tlX"] and o["tlX"] + o["bboxW"] < 224 and 0 < o["tlY"] and o["tlY"] + o["bboxH"] < 224]
+    sizes = [max(o["bboxW"], o["bboxH"]) for o in rbc]
+    assert sizes and 30 <= float(np.median(sizes)) <= 42, sizes
 
 
 # ----------------------------------------------------------------------------- CLI

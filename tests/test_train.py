@@ -83,3 +83,97 @@ def test_train_widget_runs_and_stops(make_napari_viewer, qtbot, tmp_path):
     assert (tmp_path / "run" / "best.safetensors").is_file()
     assert w._plot.losses and "best mIoU" in w._status.value
     assert w._run.enabled
+
+
+_CHILD = """
+import sys
+from napari_bloodseg.train import CachedDataset, RenderedDataset, TrainConfig, train
+tr = CachedDataset(RenderedDataset(16, seed=0, size=64))
+va = CachedDataset(RenderedDataset(4, seed=1, size=64))
+train(tr, va, sys.argv[1], TrainConfig(epochs=50, batch_size=2, width=4, device="cpu"), resume=len(sys.argv) > 2)
+"""
+
+
+def test_resume_after_sigkill_continues_from_the_right_epoch(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from napari_bloodseg.checkpoint import load_checkpoint
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(run)])
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            hist = run / "history.json"
+            if hist.is_file() and json.loads(hist.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.2)
+        time.sleep(0.7)  # somewhere inside the next epoch, perhaps mid-write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = json.loads((run / "history.json").read_text())["epoch"]
+    assert done >= 2
+    assert not list(run.glob("*.tmp")) or all(p.name.startswith(".") for p in run.glob("*.tmp"))
+    _, info = load_checkpoint(run / "last.safetensors")  # never half-written
+    assert info.training["epoch"] == done
+    tr = CachedDataset(RenderedDataset(16, seed=0, size=64))
+    va = CachedDataset(RenderedDataset(4, seed=1, size=64))
+    seen = []
+    state = train(tr, va, run, TrainConfig(epochs=done + 1, batch_size=2, width=4, device="cpu"), resume=True,
+                  on_progress=lambda ev: seen.append(ev["epoch"]) if ev["kind"] == "epoch" else None)
+    assert seen == [done + 1]
+    assert [h["epoch"] for h in state.history] == list(range(1, done + 2))
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str, q) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    tr = CachedDataset(RenderedDataset(8, seed=0, size=64))
+    va = CachedDataset(RenderedDataset(2, seed=1, size=64))
+    state = train(tr, va, out, TrainConfig(epochs=2, batch_size=2, width=4, device="cpu"))
+    params = torch.cat([p.detach().double().ravel() for p in state.model.parameters()])
+    q.put((rank, params.numpy(), state.epoch))
+    dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_processes_agree(tmp_path):
+    import socket
+
+    import torch.multiprocessing as tmp_mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = tmp_mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(tmp_path / "run"), q)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = {r: (p, e) for r, p, e in (q.get(timeout=300) for _ in procs)}
+    for p in procs:
+        p.join(timeout=60)
+    assert set(results) == {0, 1}
+    (p0, e0), (p1, e1) = results[0], results[1]
+    assert e0 == e1 == 2
+    assert np.array_equal(p0, p1)
+    # and training moved them away from the common initialisation
+    from napari_bloodseg.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    from napari_bloodseg.model import UNet
+
+    init = torch.cat([p.detach().double().ravel() for p in UNet(width=4).parameters()]).numpy()
+    assert not np.allclose(p0, init)
+    model, _ = load_checkpoint(tmp_path / "run" / "last.safetensors")  # written once, by rank 0
+    assert np.allclose(torch.cat([p.detach().double().ravel() for p in model.parameters()]).numpy(), p0)

@@ -17,7 +17,9 @@ Objects drawn later win their pixels in the mask; cells cut by the tile border k
 Realism knobs (on by default, all drawn from the image's own seed): per-image stain (optical
 density gain per channel) and colour (white balance) jitter, an illumination gradient, Gaussian
 blur, sensor noise, per-field RBC density, RBC overlap and magnification (scale) jitter, and a
-small per-object colour jitter.
+small per-object colour jitter. Each field's RBC colours are also pulled towards one reference
+sample's (``field_color_harmony``), so a field looks like one slide and a bank whose infected and
+healthy RBCs come from different sources does not teach "this source's colour = infected".
 
 Output layout (``<out>`` is the *set root*)::
 
@@ -54,7 +56,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +90,10 @@ __all__ = [
     "read_synth_set",
     "encode_png",
     "rle_encode",
+    "instance_table",
+    "check_output",
+    "format_missing",
+    "image_id",
 ]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -350,6 +356,7 @@ class SynthConfig:
     scale_jitter: float = 0.08  # per-field magnification factor in [1 - j, 1 + j]
     object_scale_jitter: float = 0.05  # per object, on top of the field's
     object_color_jitter: float = 0.04  # per object RGB gain in [1 - j, 1 + j]
+    field_color_harmony: float = 0.7  # 0..1: pull a field's RBC colours towards one reference sample's
     stain_jitter: float = 0.12  # per image optical-density gain per channel in [1 - j, 1 + j]
     color_jitter: float = 0.05  # per image white-balance gain per channel in [1 - j, 1 + j]
     illumination: float = 0.15  # max relative brightness change across the image (linear gradient)
@@ -376,6 +383,8 @@ class SynthConfig:
             v = getattr(self, name)
             if not 0 <= v < 0.5:
                 raise ValueError(f"{name} must be in [0, 0.5), got {v}")
+        if not 0 <= self.field_color_harmony <= 1:
+            raise ValueError(f"field_color_harmony must be in [0, 1], got {self.field_color_harmony}")
         if not 0 <= self.wbc_cut_fraction <= 1:
             raise ValueError(f"wbc_cut_fraction must be in [0, 1], got {self.wbc_cut_fraction}")
         if not 0 <= self.png_level <= 9:
@@ -386,7 +395,7 @@ class SynthConfig:
         """The reference recipe without the realism knobs (no jitter, gradient, blur or noise)."""
         base = dict(
             scale_jitter=0.0, object_scale_jitter=0.0, object_color_jitter=0.0, stain_jitter=0.0,
-            color_jitter=0.0, illumination=0.0, blur=(0.0, 0.0), noise=(0.0, 0.0),
+            color_jitter=0.0, illumination=0.0, blur=(0.0, 0.0), noise=(0.0, 0.0), field_color_harmony=0.0,
         )
         base.update(kw)
         return cls(**base)
@@ -413,7 +422,8 @@ class _Sprite:
     cls: int
     path: str
     radius: float  # equivalent radius sqrt(area / pi)
-    bg: np.ndarray | None  # (3,) mean colour around the cell in its source, if any
+    bg: np.ndarray | None  # (3,) median colour around the cell in its source, if any
+    mean: np.ndarray  # (3,) mean colour inside the cell
 
 
 def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: bool) -> np.ndarray | None:
@@ -427,15 +437,10 @@ def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: b
     r0, r1, c0, c1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
     h, w = mask.shape
     p = 2
-    src = np.empty((h + 2 * p, w + 2 * p, 4), np.float32)
-    src[p:-p, p:-p, :3] = rgb
-    src[..., 3] = 0.0
+    # premultiplied alpha: the source's own background never bleeds into the cell's rim
+    src = np.zeros((h + 2 * p, w + 2 * p, 4), np.float32)
     src[p:-p, p:-p, 3] = mask
-    # edge-extend the colour so bilinear weights at the rim blend with the source background
-    src[:p, p:-p, :3] = src[p : p + 1, p:-p, :3]
-    src[-p:, p:-p, :3] = src[-p - 1 : -p, p:-p, :3]
-    src[:, :p, :3] = src[:, p : p + 1, :3]
-    src[:, -p:, :3] = src[:, -p - 1 : -p, :3]
+    np.multiply(rgb, src[p:-p, p:-p, 3:4], out=src[p:-p, p:-p, :3])
     cy, cx = (r0 + r1 - 1) / 2 + p, (c0 + c1 - 1) / 2 + p
     th = math.radians(angle)
     ca, sa = math.cos(th), math.sin(th)
@@ -452,12 +457,12 @@ def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: b
     Hs, Ws = src.shape[:2]
     np.clip(iy, 0, Hs - 1.001, out=iy)
     np.clip(ix, 0, Ws - 1.001, out=ix)
-    y0 = iy.astype(np.intp)
-    x0 = ix.astype(np.intp)
-    fy = (iy - y0)[..., None]
+    y0 = np.floor(iy)
+    x0 = np.floor(ix)
+    fy = (iy - y0)[..., None]  # float32 throughout (an int array here would promote to float64)
     fx = (ix - x0)[..., None]
     flat = src.reshape(-1, 4)
-    i00 = y0 * Ws + x0
+    i00 = y0.astype(np.intp) * Ws + x0.astype(np.intp)
     a = np.take(flat, i00, axis=0)  # np.take: much faster than fancy indexing here
     b = np.take(flat, i00 + 1, axis=0)
     top = a + (b - a) * fx
@@ -469,8 +474,10 @@ def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: b
     if not hard.any():
         return None
     ys, xs = np.nonzero(hard.any(1))[0], np.nonzero(hard.any(0))[0]
-    out = out[max(ys[0] - 1, 0) : ys[-1] + 2, max(xs[0] - 1, 0) : xs[-1] + 2]
-    return np.ascontiguousarray(out)
+    out = np.ascontiguousarray(out[max(ys[0] - 1, 0) : ys[-1] + 2, max(xs[0] - 1, 0) : xs[-1] + 2])
+    a = out[..., 3:4]
+    np.divide(out[..., :3], a, out=out[..., :3], where=a > 1e-4)  # un-premultiply
+    return out
 
 
 def _make_sprite(
@@ -489,7 +496,8 @@ def _make_sprite(
     alpha = rgba[..., 3:4]
     hard = alpha[..., 0] >= 0.5
     outside = ~mask
-    bg = rgb[outside].mean(0).astype(np.float32) if outside.any() else None  # the source's plain background
+    # the source's plain background around the cell, when the sample shows enough of it
+    bg = np.median(rgb[outside], 0).astype(np.float32) if outside.sum() >= 8 else None
     return _Sprite(
         rgb=np.ascontiguousarray(rgb_f, dtype=np.float32),
         alpha=np.ascontiguousarray(alpha),
@@ -498,6 +506,7 @@ def _make_sprite(
         path=s.path,
         radius=math.sqrt(float(hard.sum()) / math.pi),
         bg=bg,
+        mean=rgb[mask].mean(0).astype(np.float32) * (gain if gain is not None else 1.0),
     )
 
 
@@ -608,8 +617,18 @@ def _make_field(pool: SamplePool, plan: _Plan, f: int) -> _Field:
                 variants.append(sp)
         per_class.append(len(variants) - n0)
 
+    # one slide, one stain: pull every RBC's colour towards one reference sample's (harmony h:
+    # gain = (reference / own) ** h), and take that sample's background; this also keeps the model
+    # from learning a source's colour as the infected/healthy cue when the two come from different sources
     bgs = [v.bg for v in variants if v.bg is not None]
     bg = np.median(np.stack(bgs), 0).astype(np.float32) if bgs else _DEFAULT_BG.copy()
+    if variants and cfg.field_color_harmony > 0:
+        ref = variants[int(rng.integers(len(variants)))]
+        if ref.bg is not None:
+            bg = ref.bg.copy()
+        for v in variants:
+            gain = (ref.mean / np.maximum(v.mean, 1.0)) ** cfg.field_color_harmony
+            v.rgb = v.rgb * gain.astype(np.float32)
     canvas = np.empty((F, F, 3), np.uint8)
     canvas[:] = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     # RBC sprites pre-blended with the field's background at their soft rim, then pasted by mask
@@ -797,7 +816,7 @@ def _compose(pool: SamplePool, plan: _Plan, index: int, fld: _Field, n: int = 0,
     paths = list(fld.paths)
     placed: list[tuple[float, float, float]] = []
     for c in todo:
-        cand = plan_samples(pool, c, plan.split)
+        cand = _samples_of(pool, c, plan.split)
         s = cand[int(rng.integers(len(cand)))]
         sc = fld.scale * (1 + float(rng.uniform(-cfg.object_scale_jitter, cfg.object_scale_jitter)))
         sp = _make_sprite(pool, s, rng, sc, cfg.object_color_jitter)
@@ -850,7 +869,7 @@ def _compose(pool: SamplePool, plan: _Plan, index: int, fld: _Field, n: int = 0,
     )
 
 
-def plan_samples(pool: SamplePool, cls: int, split: str) -> list[PoolSample]:
+def _samples_of(pool: SamplePool, cls: int, split: str) -> list[PoolSample]:
     cand = pool._of(cls, split)
     if not cand:
         raise ValueError(f"no {CLASS_NAMES[cls]} samples in split {split!r}")
@@ -1347,6 +1366,17 @@ class _SynthDatasetMixin:
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         si = self.compose(int(i), rle=False)
         return si.image, si.mask
+
+    def grouped_order(self, epoch: int = 0) -> list[int]:
+        """A shuffled order that keeps each field's crops together (fields in random order, crops
+        shuffled within a field), e.g. ``DataLoader(ds, sampler=ds.grouped_order(epoch))``: one field
+        build per ``crops_per_field`` items instead of one per item under a full shuffle."""
+        cpf = self.config.crops_per_field
+        rng = np.random.default_rng([self.seed, 99, int(epoch)])
+        order: list[int] = []
+        for f in rng.permutation((self.n + cpf - 1) // cpf).tolist():
+            order.extend(rng.permutation(np.arange(f * cpf, min((f + 1) * cpf, self.n))).tolist())
+        return order
 
     def __getstate__(self):
         st = self.__dict__.copy()

@@ -171,6 +171,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     init: str | None = None  # checkpoint to start from (fine-tuning); None = random init
+    precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, AMP on CUDA; else fp32
 
     def lr_at(self, epoch: int) -> float:
         return self.lr if epoch < self.lr_drop_epoch else self.lr_late
@@ -197,8 +198,11 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Stopped(Exception):
-    pass
+def training_autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """Mixed precision where it pays: AMP (bf16 or fp16) on CUDA, bf16 on CPUs with native bf16."""
+    from .infer import resolve_precision
+
+    return resolve_precision(precision, device)
 
 
 def _to_input(imgs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -265,13 +269,23 @@ def train(
             model, info = UNet(width=config.width), ModelInfo(width=config.width, mean=mean, std=std)
         weights = class_weights(class_pixel_counts(train_set))
     model = model.to(device)
+    dist = torch.distributed
+    ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    rank = dist.get_rank() if ddp else 0
+    net = model
+    if ddp:  # launched by torchrun: one process per GPU (or CPU slot); rank 0 writes
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast_dtype = training_autocast_dtype(device, config.precision)
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
     opt = torch.optim.Adam(model.parameters(), lr=config.lr_at(state.epoch))
     if resume and state_path.is_file():
         opt.load_state_dict(saved["optimizer"])
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=IGNORE_INDEX)
     g = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
-                              collate_fn=_collate, drop_last=len(train_set) > config.batch_size, generator=g)
+    sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=config.seed) if ddp else None
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                              num_workers=config.workers, collate_fn=_collate,
+                              drop_last=len(train_set) > config.batch_size, generator=g)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
@@ -281,20 +295,29 @@ def train(
         lr = config.lr_at(epoch)
         for group in opt.param_groups:
             group["lr"] = lr
-        model.train()
-        tot_loss, tot_correct, tot_px, stopped = 0.0, 0, 0, False
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        tot_loss, tot_n, tot_correct, tot_px, stopped = 0.0, 0, 0, 0, False
         for step, (imgs, masks) in enumerate(train_loader):
             if should_stop is not None and should_stop():
                 stopped = True
                 break
             imgs, masks = imgs.to(device), masks.to(device)
-            logits = model(_to_input(imgs, mean, std))
-            loss = loss_fn(logits, masks)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
+                logits = net(_to_input(imgs, mean, std))
+                loss = loss_fn(logits.float(), masks)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
             valid = masks != IGNORE_INDEX
             tot_loss += float(loss.detach()) * len(imgs)
+            tot_n += len(imgs)
             tot_correct += int(((logits.argmax(1) == masks) & valid).sum())
             tot_px += int(valid.sum())
             if on_progress is not None:
@@ -302,7 +325,7 @@ def train(
         if stopped:
             break
         val = evaluate_model(model, val_loader, info, device, loss_fn)
-        res = EpochResult(epoch + 1, tot_loss / max(1, len(train_loader.dataset)), tot_correct / max(1, tot_px),
+        res = EpochResult(epoch + 1, tot_loss / max(1, tot_n), tot_correct / max(1, tot_px),
                           val["loss"], val["pixel_accuracy"], val["miou"], lr, time.time() - t0)
         state.epoch = epoch + 1
         state.history.append(asdict(res))
@@ -318,6 +341,8 @@ def train(
             "class_weights": [round(float(w), 4) for w in weights], "width": config.width,
             "train_items": len(train_set), "val_items": len(val_set),
         }
+        if rank != 0:
+            continue
         if improved:
             save_checkpoint(out / "best.safetensors", model, info)
         save_checkpoint(out / "last.safetensors", model, info)
@@ -327,5 +352,6 @@ def train(
         atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=1)))
         if on_progress is not None:
             on_progress({"kind": "epoch", **asdict(res), "improved": improved})
+    state.model = model  # the trained network, for callers; not part of the saved state
     return state
 

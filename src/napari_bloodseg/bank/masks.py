@@ -285,7 +285,7 @@ def extract_wbc(
         return reject(RejectReason.EMPTY)
     if border_fraction(wbc) > max_border:
         return reject(RejectReason.BORDER)
-    if not _size_ok(wbc, rbc_diameter, 0.6, 3.2):
+    if not _size_ok(wbc, rbc_diameter, 0.6, 4.0):
         return reject(RejectReason.SIZE)
     return Extraction(wbc)
 
