@@ -87,7 +87,7 @@ def draw_wbc(size=128, seed=0, touching=True):
 
 def draw_platelet(size=96, seed=0):
     img, rng = _canvas(size, size, seed=seed)
-    for cy, cx in [(15, 15), (15, 80), (80, 15), (80, 80)]:
+    for cy, cx in [(20, 20), (20, 76), (76, 20), (76, 76)]:
         _rbc(img, cy, cx)
     p = _disk(img.shape[:2], size / 2, size / 2, 5)
     img[p] = NUC
@@ -187,7 +187,7 @@ def test_extract_wbc_on_drawn_cell():
 def test_extract_wbc_rejects_cell_cut_by_border():
     rgb, _ = draw_wbc(touching=False)
     ex = extract_wbc(rgb[:, 50:], rbc_diameter=30)  # the cell now runs off the left edge
-    assert ex.reason in (RejectReason.BORDER, RejectReason.OFF_CENTRE)
+    assert not ex.ok and ex.reason in (RejectReason.BORDER, RejectReason.OFF_CENTRE)
     blank = np.full((64, 64, 3), 230, np.uint8)
     assert extract_wbc(blank).reason == RejectReason.EMPTY
 
@@ -355,7 +355,7 @@ def test_voc_import(tmp_path):
 
     objs = [box("RBC", r - 15, c - 15, r + 16, c + 16) for r, c in centres[:3]]
     objs += [box("RBC", 30 - 15, 30 - 15, 30 + 16, 30 + 16)]  # duplicate
-    objs += [box("RBC", 80, 80, 150, 150), box("Platelets", 72, 172, 88, 188), box("WBC", 0, 0, 10, 10)]
+    objs += [box("RBC", 60, 70, 120, 130), box("Platelets", 72, 172, 88, 188), box("WBC", 0, 0, 10, 10)]
     (src / "Annotations").mkdir()
     (src / "Annotations" / "BloodImage_00001.xml").write_text(f"<annotation>{''.join(objs)}</annotation>")
     rep = run_import("voc", src, tmp_path / "bank", rbc_diameter=30)
@@ -496,7 +496,7 @@ def test_real_pbc_scale_and_import(real_data, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "fmt, folder, diameter, classes",
     [
-        ("zheng", "segmentation_wbc", None, {1, 2, 3, 4, 5}),
+        ("zheng", "segmentation_wbc", 72.0, {1, 2, 3, 4, 5}),
         ("bccd-wbc", "bccd_wbc_masks", 97.0, {1, 2, 3, 4, 5}),
         ("malaria-crops", "malaria_cells", None, {8, 9}),
         ("rbc-points", "chula_rbc", 41.0, {9}),

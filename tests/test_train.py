@@ -177,3 +177,26 @@ def test_ddp_two_gloo_processes_agree(tmp_path):
     assert not np.allclose(p0, init)
     model, _ = load_checkpoint(tmp_path / "run" / "last.safetensors")  # written once, by rank 0
     assert np.allclose(torch.cat([p.detach().double().ravel() for p in model.parameters()]).numpy(), p0)
+
+
+def test_train_and_evaluate_cli(tmp_path, capsys):
+    from napari_bloodseg.cli import main
+
+    data = tmp_path / "set"
+    for i in range(6):
+        s = render_smear((96, 96), seed=i)
+        add_training_pair(data, s.image, s.mask, f"f{i}", ["train", "train", "train", "val", "test", "test"][i])
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--epochs", "2", "--width", "4", "--batch-size", "2"]) == 0
+    assert "best validation mIoU" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(run / "best.safetensors"), "--data", str(data), "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert 0 <= res["pixel_accuracy"] <= 1 and res["items"] == 2
+    assert len(res["confusion_matrix"]) == 10 and sum(map(sum, res["confusion_matrix"])) == 2 * 96 * 96
+    assert set(res["iou"]) == set(res["dice"]) and "healthy RBC" in res["iou"]
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "ev" / "confusion_matrix.png").ndim == 3
+    # a wrong folder is one clear line
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2
+    assert "expected 'train/' and 'val/'" in capsys.readouterr().err

@@ -416,21 +416,21 @@ class SynthConfig:
 # ============================================================================ sprites
 @dataclass
 class _Sprite:
-    rgb: np.ndarray  # (h, w, 3) float32
+    rgb: np.ndarray  # (h, w, 3) float32, premultiplied by alpha
     alpha: np.ndarray  # (h, w, 1) float32 soft coverage (bilinear)
     hard: np.ndarray  # (h, w) bool: the object's mask (alpha >= 0.5)
     cls: int
     path: str
     radius: float  # equivalent radius sqrt(area / pi)
     bg: np.ndarray | None  # (3,) median colour around the cell in its source, if any
-    mean: np.ndarray  # (3,) mean colour inside the cell
+    mean: np.ndarray | None  # (3,) mean colour inside the cell (RBC field sprites only)
 
 
 def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: bool) -> np.ndarray | None:
     """Rotate (degrees) / scale / flip a sample about its mask's centre, bilinear.
 
-    Returns rgba float32 (h, w, 4), soft alpha in [..., 3], cropped to the warped mask (+1 px);
-    None if nothing is left."""
+    Returns rgba float32 (h, w, 4) with *premultiplied* colour (rgb * alpha) and soft alpha in
+    [..., 3], cropped to the warped mask (+1 px); None if nothing is left."""
     if flip:
         rgb, mask = rgb[:, ::-1], mask[:, ::-1]
     ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
@@ -441,6 +441,7 @@ def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: b
     src = np.zeros((h + 2 * p, w + 2 * p, 4), np.float32)
     src[p:-p, p:-p, 3] = mask
     np.multiply(rgb, src[p:-p, p:-p, 3:4], out=src[p:-p, p:-p, :3])
+    r0, r1, c0, c1 = int(r0), int(r1), int(c0), int(c1)  # Python ints: keep the maths float32
     cy, cx = (r0 + r1 - 1) / 2 + p, (c0 + c1 - 1) / 2 + p
     th = math.radians(angle)
     ca, sa = math.cos(th), math.sin(th)
@@ -474,17 +475,16 @@ def _warp(rgb: np.ndarray, mask: np.ndarray, angle: float, scale: float, flip: b
     if not hard.any():
         return None
     ys, xs = np.nonzero(hard.any(1))[0], np.nonzero(hard.any(0))[0]
-    out = np.ascontiguousarray(out[max(ys[0] - 1, 0) : ys[-1] + 2, max(xs[0] - 1, 0) : xs[-1] + 2])
-    a = out[..., 3:4]
-    np.divide(out[..., :3], a, out=out[..., :3], where=a > 1e-4)  # un-premultiply
-    return out
+    return np.ascontiguousarray(out[max(ys[0] - 1, 0) : ys[-1] + 2, max(xs[0] - 1, 0) : xs[-1] + 2])
 
 
 def _make_sprite(
-    pool: SamplePool, s: PoolSample, rng: np.random.Generator, scale: float, color_jitter: float, angle: float | None = None
+    pool: SamplePool, s: PoolSample, rng: np.random.Generator, scale: float, color_jitter: float, stats: bool = False
 ) -> _Sprite | None:
+    """A sample warped at a random angle and flip, ``scale`` x the pool's scale; ``stats`` also
+    measures its source background and mean colour (for RBC fields)."""
     rgb, mask = pool.load(s)
-    ang = float(rng.uniform(0.0, 360.0)) if angle is None else angle
+    ang = float(rng.uniform(0.0, 360.0))
     flip = bool(rng.random() < 0.5)
     gain = rng.uniform(1 - color_jitter, 1 + color_jitter, 3).astype(np.float32) if color_jitter > 0 else None
     rgba = _warp(rgb, mask, ang, scale * pool.scale, flip)
@@ -495,9 +495,12 @@ def _make_sprite(
         rgb_f = rgb_f * gain
     alpha = rgba[..., 3:4]
     hard = alpha[..., 0] >= 0.5
-    outside = ~mask
-    # the source's plain background around the cell, when the sample shows enough of it
-    bg = np.median(rgb[outside], 0).astype(np.float32) if outside.sum() >= 8 else None
+    bg, mean = None, None
+    if stats:
+        outside = ~mask
+        # the source's plain background around the cell, when the sample shows enough of it
+        bg = np.median(rgb[outside], 0).astype(np.float32) if outside.sum() >= 8 else None
+        mean = rgb[mask].mean(0).astype(np.float32) * (gain if gain is not None else np.float32(1.0))
     return _Sprite(
         rgb=np.ascontiguousarray(rgb_f, dtype=np.float32),
         alpha=np.ascontiguousarray(alpha),
@@ -506,7 +509,7 @@ def _make_sprite(
         path=s.path,
         radius=math.sqrt(float(hard.sum()) / math.pi),
         bg=bg,
-        mean=rgb[mask].mean(0).astype(np.float32) * (gain if gain is not None else 1.0),
+        mean=mean,
     )
 
 
@@ -540,8 +543,8 @@ def _paste(canvas: np.ndarray, inst: np.ndarray, sp: _Sprite, top: int, left: in
         return False
     sy, sx = slice(y0 - top, y1 - top), slice(x0 - left, x1 - left)
     reg = canvas[y0:y1, x0:x1]
-    a = sp.alpha[sy, sx]
-    reg += (sp.rgb[sy, sx] - reg) * a
+    reg *= 1.0 - sp.alpha[sy, sx]  # premultiplied "over"
+    reg += sp.rgb[sy, sx]
     inst[y0:y1, x0:x1][sp.hard[sy, sx]] = iid
     return True
 
@@ -612,7 +615,7 @@ def _make_field(pool: SamplePool, plan: _Plan, f: int) -> _Field:
         pick = rng.choice(len(cand), K, replace=False) if len(cand) > K else rng.integers(0, len(cand), K)
         n0 = len(variants)
         for j in pick.tolist():
-            sp = _make_sprite(pool, cand[j], rng, scale * (1 + float(rng.normal(0, 0.03))), cfg.object_color_jitter)
+            sp = _make_sprite(pool, cand[j], rng, scale * (1 + float(rng.normal(0, 0.03))), cfg.object_color_jitter, stats=True)
             if sp is not None:
                 variants.append(sp)
         per_class.append(len(variants) - n0)
@@ -632,7 +635,7 @@ def _make_field(pool: SamplePool, plan: _Plan, f: int) -> _Field:
     canvas = np.empty((F, F, 3), np.uint8)
     canvas[:] = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     # RBC sprites pre-blended with the field's background at their soft rim, then pasted by mask
-    flat8 = [np.clip(bg + (v.rgb - bg) * v.alpha + 0.5, 0, 255).astype(np.uint8) for v in variants]
+    flat8 = [np.clip(bg * (1.0 - v.alpha) + v.rgb + 0.5, 0, 255).astype(np.uint8) for v in variants]
     inst = np.zeros((F, F), np.int32)
     classes = [0]
     paths: list[str] = []

@@ -27,16 +27,35 @@ def datasets_for(data: str, augment: bool = True, n_procedural: int = 2000, seed
     return FolderDataset(root / "train", augment=augment), FolderDataset(val)
 
 
+def init_distributed(device: str) -> str:
+    """Under torchrun (WORLD_SIZE > 1): join the process group; one GPU per process (NCCL) or gloo on CPUs."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return "cpu" if device == "auto" else device
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .train import TrainConfig, train
 
     try:
+        args.device = init_distributed(args.device)
         train_set, val_set = datasets_for(args.data, not args.no_augment, args.procedural_tiles, args.seed)
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_late=args.lr_late,
                              lr_drop_epoch=args.lr_drop_epoch, width=args.width, workers=args.workers,
-                             seed=args.seed, device=args.device, init=args.init)
+                             seed=args.seed, device=args.device, init=args.init, precision=args.precision)
         bar = None
 
         def progress(ev: dict) -> None:
@@ -111,6 +130,8 @@ def add_parser(sub) -> None:
     t.add_argument("--width", type=int, default=32, help="first-level channels (32 = reference U-Net)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--workers", type=int, default=0, help="data loader processes")
+    t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init", default=None, metavar="CKPT", help="start from this checkpoint (fine-tuning)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

@@ -3,9 +3,10 @@
 ``add_parser(subparsers)`` registers the group on the main ``bloodseg`` parser; every handler
 returns an exit code (0 ok, 1 some inputs failed, 2 usage/layout error).
 
-Platelet clumps: ``bank clumps`` builds them from the real single thrombocytes already in the bank
-(run it after importing platelet sources: pbc, voc); ``bank procedural`` builds its own from its
-rendered thrombocytes. Both are deterministic in ``--seed``.
+Platelet clumps: no labelled source exists. ``bank clumps`` builds them (3-15 touching/overlapping
+single thrombocytes of one source and one split, synthetic=1) from the real thrombocytes already in
+the bank: run it after importing the platelet sources (pbc, voc). ``bank procedural`` adds the
+renderer's own clumps with its other classes. Both are deterministic in ``--seed``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def cmd_procedural(args: argparse.Namespace) -> int:
     from .store import Bank
 
     try:
-        report = import_procedural(Bank.create(args.bank), per_class=args.per_class, seed=args.seed, clumps=args.clumps)
+        report = import_procedural(Bank.create(args.bank), per_class=args.per_class, seed=args.seed)
     except (ImportError, ValueError) as e:
         return _err(str(e))
     print(report.summary())
@@ -133,10 +134,9 @@ def add_parser(subparsers) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import)
 
-    s = sub.add_parser("procedural", help="add rendered cells of every class (and clumps from them)")
+    s = sub.add_parser("procedural", help="add rendered cells of every class (the project's renderer)")
     s.add_argument("--bank", required=True, metavar="DIR")
     s.add_argument("--per-class", type=_positive_int, default=20, metavar="N")
-    s.add_argument("--clumps", type=int, default=None, metavar="N", help="platelet clumps to build (default: per-class)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_procedural)
 

@@ -50,7 +50,10 @@ Formats (:class:`ImportFormat`) and the layouts they expect:
     extracted. Scale from ``--rbc-diameter`` or measured (healthy RBC folder, else backgrounds).
 ``procedural``
     The project's renderer (:func:`napari_bloodseg.render.render_cell`) as a source; see
-    :func:`import_procedural`. Platelet clumps come from :func:`synthesize_clumps`.
+    :func:`import_procedural` (all nine classes, its own clumps included; SRC is ignored).
+
+Platelet clumps of real data: no labelled source exists, :func:`synthesize_clumps` builds them
+from single thrombocytes already in the bank (``bloodseg bank clumps``).
 
 Licences: pbc CC BY 4.0, zheng GPL-3.0, bccd-wbc / malaria-crops / rbc-points (Chula) / voc
 (BCCD) MIT, procedural BSD-3-Clause (the project's own), folder as given (default 'unknown').
@@ -729,17 +732,22 @@ def _plan_malaria(src: Path, bank: Bank, opts: dict) -> _Plan:
         rel = p.parent.relative_to(base)
         return f"{source}:" + "/".join(rel.parts[1:]) if len(rel.parts) > 1 else f"{source}:{p.stem}"
 
-    def measure() -> ScaleEstimate:
+    def masks_of(files: list[Path]) -> list[np.ndarray]:
         ms = []
-        for p in _spread(hea_f or inf_f, 4 * SCALE_SAMPLE):
+        for p in _spread(files, 4 * SCALE_SAMPLE):
             try:
                 ex = M.extract_rbc(_read_rgb(str(p)), surround=surround)  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001
                 continue
             if ex.ok:
                 ms.append(ex.mask)
-        what = "healthy" if hea_f else "infected (no healthy crops)"
-        return diameter_from_masks(ms, method=f"median {what} RBC crop mask")
+        return ms
+
+    def measure() -> ScaleEstimate:
+        ms = masks_of(hea_f)
+        if len(ms) >= 8:
+            return diameter_from_masks(ms, method="median healthy RBC crop mask")
+        return diameter_from_masks(ms + masks_of(inf_f), method="median RBC crop mask (healthy and infected)")
 
     scale = _scale_for(bank, source, opts.get("rbc_diameter"), measure)
     info = SourceInfo(source, opts.get("licence") or LICENCES[source], scale)
@@ -1060,15 +1068,13 @@ def _add_result(b: Bank, res: _Result, sources: dict[str, SourceInfo], report: I
 
 # ----------------------------------------------------------------------------- procedural & clumps
 
-#: Classes the renderer supplies directly; platelet clumps are built from its thrombocytes.
-PROCEDURAL_CLASSES: tuple[int, ...] = tuple(
-    int(c) for c in BloodClass if c not in (BloodClass.BACKGROUND, BloodClass.PLATELET_CLUMP)
-)
+#: Classes the renderer supplies (all nine cell classes; its clumps are aggregates it draws itself).
+PROCEDURAL_CLASSES: tuple[int, ...] = tuple(int(c) for c in BloodClass if c != BloodClass.BACKGROUND)
 
 
-def import_procedural(bank: Bank, per_class: int = 20, seed: int = 0, clumps: int | None = None) -> ImportReport:
-    """Add ``per_class`` rendered cells of every cell class (source 'procedural', synthetic=1),
-    then ``clumps`` (default ``per_class``) platelet clumps built from the procedural thrombocytes."""
+def import_procedural(bank: Bank, per_class: int = 20, seed: int = 0) -> ImportReport:
+    """Add ``per_class`` rendered cells of every cell class (source 'procedural', synthetic=1,
+    licence BSD-3-Clause), deterministic in ``seed``. Each sample is its own split group."""
     from ..render import render_cell  # the project's renderer
 
     if per_class < 1:
@@ -1095,11 +1101,6 @@ def import_procedural(bank: Bank, per_class: int = 20, seed: int = 0, clumps: in
             report.files += 1
             if s is not None:
                 report.added[cls] += 1
-    n_cl = per_class if clumps is None else clumps
-    if n_cl:
-        added, already = synthesize_clumps(bank, n_cl, seed=seed, sources=[source])
-        report.added[int(BloodClass.PLATELET_CLUMP)] += added
-        report.already += already
     bank.save()
     report.seconds = time.perf_counter() - t0
     return report

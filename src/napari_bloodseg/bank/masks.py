@@ -443,11 +443,13 @@ def pick_cell(
     max_border: float = 0.0,
     min_solidity: float = 0.9,
     slices: list | None = None,
+    max_contact: float = 0.4,
 ) -> Extraction:
     """The labelled cell at ``point`` (row, col) of a field, judged as an RBC.
 
     ``other_points`` (N, 2 row/col) are the field's other annotations: a cell that holds one of
-    them too is several cells. The mask returned covers ``Extraction.window`` of the field only;
+    them too is several cells, and so is one sharing a contact line longer than ``max_contact``
+    RBC diameters with a neighbour (an overlap, not a touch). The mask returned covers ``Extraction.window`` of the field only;
     pass ``slices = scipy.ndimage.find_objects(labels)`` when picking many cells of one field.
     """
     h, w = labels.shape
@@ -474,6 +476,11 @@ def pick_cell(
         op = op[(op[:, 0] >= 0) & (op[:, 0] < hh) & (op[:, 1] >= 0) & (op[:, 1] < ww)]
         if len(op) and cell[op[:, 0], op[:, 1]].any():
             return reject(RejectReason.SEVERAL)
+    # a long contact line with another labelled cell means an overlap the split only cut through
+    win_labels = labels[window]
+    ring = ndi.binary_dilation(cell) & ~cell & (win_labels > 0) & (win_labels != lab_id)
+    if ring.sum() > max_contact * (rbc_diameter or np.sqrt(cell.sum())):
+        return reject(RejectReason.SEVERAL)
     # outline pixels on the field's frame
     frame = np.zeros(cell.shape, bool)
     if window[0].start == 0:
