@@ -791,7 +791,7 @@ def _finish(img: np.ndarray, rng: np.random.Generator, cfg: SynthConfig) -> np.n
         out += np.rot90(win if k < 4 else win[..., ::-1], k % 4, axes=(1, 2)) * np.float32(noise)
     out += 0.5
     np.clip(out, 0, 255, out=out)
-    return np.ascontiguousarray(out.astype(np.uint8).transpose(1, 2, 0))
+    return out.transpose(1, 2, 0).astype(np.uint8, order="C")
 
 
 def _place(rng: np.random.Generator, T: int, h: int, w: int, cut: bool) -> tuple[float, float]:

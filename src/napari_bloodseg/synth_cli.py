@@ -97,9 +97,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     gen = iter_synthesize(pool, args.out, counts, seed=args.seed, workers=args.workers, config=config,
                           overwrite=args.overwrite, allow_missing=args.allow_missing)
-    bar = tqdm(total=total, desc="synth", unit="image", disable=args.quiet)
+    bar = None
     summary = None
     try:
+        next(gen)  # checks, output folder, worker processes (forked before tqdm starts its monitor thread)
+        bar = tqdm(total=total, desc="synth", unit="image", disable=args.quiet)
         while True:
             try:
                 done, _ = next(gen)
@@ -108,12 +110,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
                 break
             bar.update(done - bar.n)
     except (ValueError, FileExistsError, OSError) as e:
-        bar.close()
+        if bar is not None:
+            bar.close()
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         gen.close()
-        bar.close()
+        if bar is not None:
+            bar.close()
         print(f"bloodseg: interrupted; {args.out} is incomplete", file=sys.stderr)
         return 130
     bar.close()

@@ -119,7 +119,11 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bank", help="build and inspect the single-cell sample bank")
     sub = p.add_subparsers(dest="bank_command", required=True, metavar="{import,procedural,clumps,stats,gallery}")
 
-    s = sub.add_parser("import", help="import a source folder", description=f"FORMAT: {', '.join(FORMAT_NAMES)}")
+    s = sub.add_parser(
+        "import", help="import a source folder",
+        description=f"FORMAT: {', '.join(n for n in FORMAT_NAMES if n != 'procedural')} "
+        "(the layouts each expects: see napari_bloodseg.bank.importers); rendered cells: 'bank procedural'.",
+    )
     s.add_argument("format", metavar="FORMAT", help=f"one of: {', '.join(n for n in FORMAT_NAMES if n != 'procedural')}")
     s.add_argument("src", metavar="SRC", help="source folder")
     s.add_argument("--bank", required=True, metavar="DIR", help="bank folder (created if missing)")
