@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
+from ._widget_utils import chosen_path, path_edit
 from .classes import CLASSES, NUM_CLASSES
 from .layers import labels_layer_kwargs
 
@@ -36,8 +37,8 @@ class CorrectWidget(Container):
             self._buttons.append(b)
         self.extend(self._buttons)
         self._image = ComboBox(label="image", choices=self._image_layers, tooltip="The smear image the labels belong to")
-        self._dataset = FileEdit(label="training folder", mode="d",
-                                 tooltip="Folder that `bloodseg train --data` reads; pairs go to <folder>/<split>/images|masks")
+        self._dataset = path_edit("training folder", "d",
+                                  "Folder that `bloodseg train --data` reads; pairs go to <folder>/<split>/images|masks")
         self._split = ComboBox(label="split", choices=["train", "val", "test"], value="train")
         self._add = PushButton(text="Add to training set")
         self._status = Label(value="")
@@ -78,11 +79,11 @@ class CorrectWidget(Container):
         from .export import add_training_pair
 
         labels, image = self._labels.value, self._image.value
-        folder = str(self._dataset.value)
+        folder = chosen_path(self._dataset)
         if labels is None or image is None:
             show_error("Choose both the image and its class map.")
             return
-        if folder in ("", "."):
+        if folder is None:
             show_error("Choose a training folder first.")
             return
         try:

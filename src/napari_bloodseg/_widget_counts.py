@@ -30,7 +30,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-@thread_worker
+@thread_worker(ignore_errors=True)
 def _count_worker(labels: np.ndarray, diameter: float, confidence):
     _, records = find_cells(labels, diameter, confidence)
     return records

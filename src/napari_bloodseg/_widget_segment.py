@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
+from ._widget_utils import chosen_path, path_edit
 from .layers import labels_layer_kwargs
 
 if TYPE_CHECKING:
     import napari
 
 
-@thread_worker
+@thread_worker(ignore_errors=True)
 def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_diameter: float | None):
     from .infer import Segmenter
 
@@ -31,11 +31,8 @@ class SegmentWidget(Container):
         super().__init__()
         self._viewer = napari_viewer
         self._image = ComboBox(label="image", choices=self._image_layers, tooltip="RGB smear image layer to segment")
-        self._model = FileEdit(
-            label="model", mode="r", filter="*.safetensors",
-            tooltip="Checkpoint to use; leave empty for the model shipped with napari-bloodseg",
-        )
-        self._model.value = ""
+        self._model = path_edit("model", "r", "Checkpoint to use; leave empty for the model shipped with napari-bloodseg",
+                                filter="*.safetensors")
         self._device = ComboBox(
             label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto",
             tooltip="auto: CUDA GPU if present, else Apple MPS, else CPU",
@@ -58,6 +55,7 @@ class SegmentWidget(Container):
         self._viewer.layers.events.removed.connect(self._image.reset_choices)
         self.worker = None
         self._pbar = None
+        self._cancelling = False
 
     def _image_layers(self, _widget=None) -> list:
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
@@ -69,10 +67,11 @@ class SegmentWidget(Container):
             return
         data = layer.data[0] if layer.multiscale else layer.data
         image = np.asarray(data)
-        model = str(self._model.value) if str(self._model.value) not in ("", ".") else None
-        if model is not None and not Path(model).is_file():
-            show_error(f"Model file not found: {model}")
+        chosen = chosen_path(self._model)
+        if chosen is not None and not chosen.is_file():
+            show_error(f"Model file not found: {chosen}")
             return
+        model = None if chosen is None else str(chosen)
         diameter = None if self._auto_d.value else float(self._diameter.value)
         self._start(layer, image, model, diameter)
 
@@ -82,18 +81,26 @@ class SegmentWidget(Container):
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda result: self._on_result(layer, result))
         worker.errored.connect(self._on_error)
+        worker.aborted.connect(self._on_aborted)
         worker.finished.connect(self._on_finished)
         self.worker = worker
+        self._cancelling = False
         self._run.enabled, self._cancel.enabled = False, True
         self._status.value = "segmenting…"
         worker.start()
 
     def cancel(self) -> None:
         if self.worker is not None:
+            self._cancelling = True
             self.worker.quit()
-            self._status.value = "cancelled"
+            self._status.value = "cancelling…"
+
+    def _on_aborted(self) -> None:
+        self._status.value = "cancelled"
 
     def _on_progress(self, value: tuple[int, int]) -> None:
+        if self._cancelling:
+            return
         done, total = value
         if self._pbar is not None:
             if self._pbar.total != total:

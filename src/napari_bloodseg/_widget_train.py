@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+
+from ._widget_utils import chosen_path, path_edit
 
 if TYPE_CHECKING:
     import napari
@@ -19,7 +21,7 @@ START_SCRATCH = "new model (random)"
 START_FILE = "checkpoint file"
 
 
-@thread_worker
+@thread_worker(ignore_errors=True)
 def _train_worker(data: str, out: str, epochs: int, batch_size: int, device: str, init: str | None, width: int):
     import queue
 
@@ -62,16 +64,16 @@ class TrainWidget(Container):
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self._viewer = napari_viewer
-        self._data = FileEdit(label="training data", mode="d",
-                              tooltip="A set from Synthesize / `bloodseg synth` (train/ and val/ inside), or a folder "
-                              "of corrected pairs from 'Add to training set'")
-        self._out = FileEdit(label="run folder", mode="d", tooltip="Where checkpoints (best, last) and history are written; must be new or empty")
+        self._data = path_edit("training data", "d", "A set from Synthesize / `bloodseg synth` (train/ and val/ inside), "
+                               "or a folder of corrected pairs from 'Add to training set'")
+        self._out = path_edit("run folder", "d", "Where checkpoints (best, last) and history are written; must be new or empty")
         self._epochs = SpinBox(label="epochs", value=5, min=1, max=1000)
         self._batch = SpinBox(label="batch size", value=8, min=1, max=256, tooltip="224x224 tiles per step")
         self._device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self._start = ComboBox(label="start from", choices=[START_DEFAULT, START_SCRATCH, START_FILE], value=START_DEFAULT,
                                tooltip="Fine-tune the shipped model (quick, few images) or train a new one")
-        self._init = FileEdit(label="checkpoint", mode="r", filter="*.safetensors", visible=False)
+        self._init = path_edit("checkpoint", "r", "Checkpoint to start from", filter="*.safetensors")
+        self._init.visible = False
         self._width = SpinBox(label="width", value=32, min=2, max=128, visible=False,
                               tooltip="First-level channels of a new U-Net (32 = the reference; 8-16 train fast on a CPU)")
         self._run = PushButton(text="Train")
@@ -95,11 +97,11 @@ class TrainWidget(Container):
     def run(self) -> None:
         from .checkpoint import DEFAULT_MODEL
 
-        data, out = str(self._data.value), str(self._out.value)
-        if data in ("", ".") or not Path(data).is_dir():
+        data, out = chosen_path(self._data), chosen_path(self._out)
+        if data is None or not data.is_dir():
             show_error("Choose the training data folder.")
             return
-        if out in ("", "."):
+        if out is None:
             show_error("Choose a run folder for the checkpoints.")
             return
         if Path(out).is_dir() and any(Path(out).iterdir()):
@@ -109,13 +111,13 @@ class TrainWidget(Container):
         if self._start.value == START_DEFAULT:
             init = str(DEFAULT_MODEL)
         elif self._start.value == START_FILE:
-            init = str(self._init.value)
+            init = str(chosen_path(self._init))
             if not Path(init).is_file():
                 show_error(f"Checkpoint not found: {init}")
                 return
         self.history = []
         self._plot.clear()
-        worker = _train_worker(data, out, int(self._epochs.value), int(self._batch.value), self._device.value, init, width)
+        worker = _train_worker(str(data), str(out), int(self._epochs.value), int(self._batch.value), self._device.value, init, width)
         worker.yielded.connect(self._on_event)
         worker.returned.connect(self._on_done)
         worker.errored.connect(lambda e: self._fail(e))
@@ -144,7 +146,7 @@ class TrainWidget(Container):
                                   + (" (best)" if ev["improved"] else ""))
 
     def _on_done(self, state) -> None:
-        out = Path(str(self._out.value))
+        out = chosen_path(self._out)
         best = out / "best.safetensors"
         if best.is_file():
             self._status.value = f"done: {state.epoch} epochs, best mIoU {state.best_miou:.3f} → {best}"
