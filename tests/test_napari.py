@@ -136,3 +136,15 @@ def test_reader_decodes_reference_colour_maps(tmp_path):
     photo = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
     iio.imwrite(tmp_path / "photo.png", photo)
     assert napari_get_reader(str(tmp_path / "photo.png")) is None
+
+
+def test_reader_opens_a_synthesized_set(tmp_path):
+    from napari_bloodseg._reader import napari_get_reader
+    from napari_bloodseg.synth import SamplePool, synthesize
+
+    synthesize(SamplePool.procedural(4, seed=0), tmp_path / "set", {"train": 3, "val": 0, "test": 0}, seed=1)
+    layers = napari_get_reader(str(tmp_path / "set"))(str(tmp_path / "set"))
+    kinds = [k for _, _, k in layers]
+    assert "image" in kinds and "labels" in kinds
+    labels = next(d for d, _, k in layers if k == "labels")
+    assert np.asarray(labels).shape[0] == 3 and np.asarray(labels).max() <= 9

@@ -35,10 +35,11 @@ def napari_get_reader(path):
         path = path[0]
     p = Path(path)
     if p.is_dir():
-        try:
-            from .bank.gallery import is_bank, read_bank_gallery
-        except ImportError:
-            return None
+        from .bank.gallery import is_bank, read_bank_gallery
+        from .synth import is_synth_set, read_synth_set
+
+        if is_synth_set(p):
+            return lambda _p: read_synth_set(str(p))
         return (lambda _p: read_bank_gallery(str(p))) if is_bank(p) else None
     if p.suffix.lower() != ".png" or not p.is_file():
         return None

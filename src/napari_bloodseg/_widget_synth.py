@@ -7,10 +7,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+
+from ._widget_utils import chosen_path, path_edit
 
 if TYPE_CHECKING:
     import napari
@@ -35,15 +37,13 @@ class SynthWidget(Container):
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self._viewer = napari_viewer
-        self._bank = FileEdit(label="sample bank", mode="d",
-                              tooltip="Bank folder (manifest.csv + one RGBA PNG per cell), e.g. from `bloodseg bank import`")
-        self._bank.value = ""
+        self._bank = path_edit("sample bank", "d",
+                               "Bank folder (manifest.csv + one RGBA PNG per cell), e.g. from `bloodseg bank import`")
         self._procedural = CheckBox(text="procedural sprites (no bank)", value=False,
                                     tooltip="Use rendered cells instead of a bank: a quick start without data")
         self._per_class = SpinBox(label="sprites per class", value=16, min=1, max=500, enabled=False,
                                   tooltip="Procedural sprites rendered per class and split")
-        self._out = FileEdit(label="output folder", mode="d", tooltip="New or empty folder for the set")
-        self._out.value = ""
+        self._out = path_edit("output folder", "d", "New or empty folder for the set")
         self._train = SpinBox(label="train images", value=200, min=0, max=10_000_000)
         self._val = SpinBox(label="val images", value=40, min=0, max=10_000_000)
         self._test = SpinBox(label="test images", value=40, min=0, max=10_000_000)
@@ -75,14 +75,16 @@ class SynthWidget(Container):
     def run(self) -> None:
         bank = None
         if not self._procedural.value:
-            bank = str(self._bank.value)
-            if bank in ("", ".") or not Path(bank).is_dir():
+            chosen = chosen_path(self._bank)
+            bank = None if chosen is None else str(chosen)
+            if bank is None or not Path(bank).is_dir():
                 show_error("Choose a sample bank folder, or tick 'procedural sprites'.")
                 return
-        out = str(self._out.value)
-        if out in ("", "."):
+        chosen_out = chosen_path(self._out)
+        if chosen_out is None:
             show_error("Choose an output folder.")
             return
+        out = str(chosen_out)
         counts = {"train": int(self._train.value), "val": int(self._val.value), "test": int(self._test.value)}
         if not any(counts.values()):
             show_error("Nothing to synthesize: all image counts are 0.")

@@ -93,23 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_segment)
 
-    for register in _subcommand_modules():
-        register(sub)
+    from .bank.cli import add_parser as add_bank
+    from .synth_cli import add_parser as add_synth
+    from .train_cli import add_parser as add_train
+
+    for add in (add_bank, add_synth, add_train):
+        add(sub)
     return p
-
-
-def _subcommand_modules():
-    """Optional subcommand groups, each in its own module next to the core it drives."""
-    import importlib
-
-    for name in ("napari_bloodseg.bank.cli", "napari_bloodseg.synth_cli", "napari_bloodseg.train_cli"):
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):
-                continue
-            raise
-        yield mod.add_parser
 
 
 def main(argv: list[str] | None = None) -> int:

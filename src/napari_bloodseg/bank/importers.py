@@ -173,9 +173,10 @@ class ImportReport:
     def summary(self) -> str:
         lines = [f"bank import {self.format} {self.src}: {self.files} files in {self.seconds:.1f} s"]
         for s in self.sources.values():
+            how = s.scale.method + (f", {s.scale.n_objects} cells" if s.scale.n_objects else "")
             lines.append(
-                f"  source {s.name}: RBC diameter {s.scale.diameter:.1f} px ({s.scale.method}; "
-                f"{s.scale.n_objects} cells), rescale x{s.scale.factor:.3f}, licence {s.licence}"
+                f"  source {s.name}: RBC diameter {s.scale.diameter:.1f} px ({how}), "
+                f"rescale x{s.scale.factor:.3f}, licence {s.licence}"
             )
         per = ", ".join(f"{CLASS_NAMES[c]} {n}" for c, n in sorted(self.added.items()))
         lines.append(f"  added {self.n_added}" + (f" ({per})" if per else "") + f"; already in bank {self.already}")

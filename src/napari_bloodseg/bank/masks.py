@@ -309,7 +309,7 @@ def extract_platelet(
     if lb.max() == 0:
         return reject(RejectReason.EMPTY)
     cy, cx = point if point is not None else (h / 2, w / 2)
-    max_area = np.pi / 4 * (0.75 * d) ** 2
+    max_area = np.pi / 4 * (1.1 * d) ** 2  # giant platelets reach a red cell's size
     cands = [p for p in measure.regionprops(lb) if p.area <= max_area]
     if not cands:
         return reject(RejectReason.SIZE)
@@ -326,7 +326,7 @@ def extract_platelet(
     mask = ndi.binary_dilation(mask, iterations=1)
     if border_fraction(mask) > max_border:
         return reject(RejectReason.BORDER)
-    if not _size_ok(mask, rbc_diameter, 0.08, 0.8):
+    if not _size_ok(mask, rbc_diameter, 0.08, 1.1):
         return reject(RejectReason.SIZE)
     return Extraction(mask)
 
