@@ -1,7 +1,9 @@
-"""Train the shipped default model on procedurally rendered smears (no outside data).
+"""Train the shipped default model: procedurally rendered smears, optionally together with a set
+synthesized from a permissively licensed sample bank (see models/MODEL_CARD.md for the exact run).
 
     python scripts/train_default.py --out runs/default --tiles 2000 --epochs 8 --width 8
-then copy runs/default/best.safetensors to src/napari_bloodseg/models/default.safetensors.
+    python scripts/train_default.py --out runs/real --synth SYNTH_DIR --tiles 500 --init CKPT --epochs 8
+then copy <out>/best.safetensors to src/napari_bloodseg/models/default.safetensors.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 
 import torch
 
-from napari_bloodseg.train import CachedDataset, RenderedDataset, TrainConfig, train
+from napari_bloodseg.train import CachedDataset, FolderDataset, RenderedDataset, TrainConfig, train
 
 
 def main() -> None:
@@ -24,10 +26,19 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--synth", default=None, help="a set from `bloodseg synth` (train/ val/): trained on together with "
+                    "--tiles rendered tiles, validated on its val/ split")
+    ap.add_argument("--init", default=None, help="checkpoint to start from")
     args = ap.parse_args()
     t0 = time.time()
     train_set = CachedDataset(RenderedDataset(args.tiles, seed=0), augment=True)
     val_set = CachedDataset(RenderedDataset(args.val_tiles, seed=1))
+    if args.synth:
+        from torch.utils.data import ConcatDataset
+
+        real = CachedDataset(FolderDataset(f"{args.synth}/train"), augment=True)
+        train_set = ConcatDataset([real, train_set]) if args.tiles else real
+        val_set = CachedDataset(FolderDataset(f"{args.synth}/val"))
     print(f"rendered {len(train_set)}+{len(val_set)} tiles in {time.time() - t0:.0f} s", flush=True)
 
     def log(ev):
@@ -36,7 +47,7 @@ def main() -> None:
         elif ev["step"] % 50 == 0:
             print(f"  epoch {ev['epoch'] + 1} step {ev['step']}/{ev['steps']} loss {ev['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device="cpu")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device="cpu", init=args.init)
     state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log)
     print(f"done in {time.time() - t0:.0f} s on {torch.get_num_threads()} CPU threads; best val mIoU {state.best_miou:.4f} acc {state.best_accuracy:.4f}")
 

@@ -402,6 +402,21 @@ def test_folder_import_masks_alpha_extraction_and_unreadable(tmp_path):
     assert "unreadable 1" in rep.summary()
 
 
+def test_folder_import_measures_scale_and_extracts_clumps(tmp_path):
+    src = tmp_path / "mine"
+    for i in range(9):
+        _write(src / "healthy RBC" / f"r{i}.png", draw_rbc_crop(seed=i, r=20)[0])
+    img, rng = _canvas(80, 80)
+    for cy, cx in [(34, 34), (40, 44), (46, 36), (36, 47)]:
+        img[_disk(img.shape[:2], cy, cx, 5)] = NUC
+    _write(src / "platelet_clump" / "c.png", _finish(img, rng))
+    rep = run_import("folder", src, tmp_path / "bank", source="lab-a")
+    assert rep.sources["lab-a"].scale.diameter == pytest.approx(41, abs=3)
+    assert rep.added == Counter({BloodClass.HEALTHY_RBC: 9, BloodClass.PLATELET_CLUMP: 1})
+    _, m = Bank.open(tmp_path / "bank").samples("platelet clump")[0].load()
+    assert 2 * np.sqrt(m.sum() / np.pi) * 41 / 36 > 18  # one mask around all four platelets
+
+
 def test_wrong_format_and_layout_messages(tmp_path, capsys):
     with pytest.raises(ValueError, match="allowed: pbc, zheng, bccd-wbc"):
         parse_format("PBC2")

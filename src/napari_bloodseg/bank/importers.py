@@ -77,6 +77,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage as ndi
+from skimage import measure
 from tqdm import tqdm
 
 from ..classes import CLASS_NAMES, BloodClass, class_id
@@ -317,8 +318,6 @@ def _run_task(t: _Task) -> _Result:
             if m.shape != rgb.shape[:2]:
                 res.error = f"{t.rel}: mask shape {m.shape} differs from image {rgb.shape[:2]}"
                 return res
-            from skimage import measure
-
             lb = measure.label(m)
             min_area = math.pi / 4 * (0.6 * t.diameter) ** 2
             k = 0
@@ -392,8 +391,7 @@ def _iou(a: tuple, b: tuple) -> float:
 
 def _extract_clump(rgb: np.ndarray, diameter: float) -> M.Extraction:
     """A platelet clump without a mask: purple objects near the centre merged and closed."""
-    from scipy import ndimage as ndi
-    from skimage import filters, measure, morphology
+    from skimage import filters, morphology
 
     f = filters.gaussian(rgb.astype(float) / 255, sigma=1, channel_axis=-1)
     purple = M.nuclear_mask(f, min_size=3, floor=0.06)
