@@ -148,3 +148,32 @@ def test_reader_opens_a_synthesized_set(tmp_path):
     assert "image" in kinds and "labels" in kinds
     labels = next(d for d, _, k in layers if k == "labels")
     assert np.asarray(labels).shape[0] == 3 and np.asarray(labels).max() <= 9
+
+
+def test_training_pair_writer_via_napari(make_napari_viewer, tmp_path):
+    import imageio.v3 as iio
+
+    from napari_bloodseg.render import render_smear
+
+    viewer = make_napari_viewer()
+    s = render_smear((128, 128), seed=3)
+    viewer.add_image(s.image, name="slide 7", rgb=True)
+    viewer.add_labels(s.mask, name="slide 7 classes")
+    out = tmp_path / "pairs"
+    written = viewer.layers.save(str(out), plugin="napari-bloodseg")
+    again = viewer.layers.save(str(out), plugin="napari-bloodseg")
+    assert sorted(p.split("/")[-1] for p in written + again) == ["slide_7.png", "slide_7.png", "slide_7_2.png", "slide_7_2.png"]
+    assert np.array_equal(iio.imread(out / "train" / "masks" / "slide_7.png"), s.mask)
+    assert np.array_equal(iio.imread(out / "train" / "images" / "slide_7.png"), s.image)
+
+
+def test_reader_opens_a_bank_as_gallery(tmp_path):
+    from napari_bloodseg._reader import napari_get_reader
+    from napari_bloodseg.cli import main
+
+    assert main(["bank", "procedural", "--bank", str(tmp_path / "bank"), "--per-class", "2"]) == 0
+    layers = napari_get_reader(str(tmp_path / "bank"))(str(tmp_path / "bank"))
+    kinds = [k for _, _, k in layers]
+    assert kinds.count("image") == 1 and kinds.count("labels") == 1
+    labels = next(d for d, _, k in layers if k == "labels")
+    assert set(np.unique(labels)) - {0} == set(range(1, NUM_CLASSES))

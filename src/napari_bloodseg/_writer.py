@@ -41,3 +41,17 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     write_png(color, colorize(mask), overwrite=True)
     table.write_text(json.dumps({"classes": class_table(), "ignore": IGNORE_INDEX, "mask": path.name}, indent=1))
     return [str(path), str(color), str(table)]
+
+
+def write_training_pair(path: str, layer_data: list[tuple]) -> list[str]:
+    """An image layer + a labels layer → a training pair in the dataset folder ``path``
+    (``<path>/train/images|masks/<image name>.png``; an existing pair is never replaced)."""
+    from .export import add_training_pair
+
+    images = [(d, m) for d, m, kind in layer_data if kind == "image"]
+    labels = [(d, m) for d, m, kind in layer_data if kind == "labels"]
+    if len(images) != 1 or len(labels) != 1:
+        raise ValueError("select exactly one image layer and one labels layer to save a training pair")
+    (img, img_meta), (lab, _) = images[0], labels[0]
+    mask_path = add_training_pair(path, img, lab, img_meta.get("name", "pair"), "train")
+    return [str(mask_path.parent.parent / "images" / mask_path.name), str(mask_path)]
