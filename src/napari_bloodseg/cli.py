@@ -7,16 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+from .argtypes import positive_float
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -85,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR", help="output folder")
     s.add_argument("--model", default=None, metavar="PATH", help="checkpoint (default: the model shipped with the package)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    s.add_argument("--rbc-diameter", type=_positive_float, default=None, metavar="PX",
+    s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy red cell diameter in input pixels (default: estimated per image)")
     s.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     s.add_argument("--report", action="store_true", help="also write <stem>_cells.csv and <stem>_summary.json")

@@ -9,22 +9,7 @@ import argparse
 import os
 import sys
 
-
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def _positive(text: str) -> int:
-    v = _count(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+from .argtypes import count, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,20 +27,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty; see --overwrite)")
     p.add_argument("--preset", choices=["small", "reference"], default="small",
                    help="image counts: small = 200/40/40, reference = 65350/6560/6560 (the reference work's)")
-    p.add_argument("--train", type=_count, default=None, metavar="N", help="training images (overrides the preset)")
-    p.add_argument("--val", type=_count, default=None, metavar="N", help="validation images (overrides the preset)")
-    p.add_argument("--test", type=_count, default=None, metavar="N", help="test images (overrides the preset)")
-    p.add_argument("--seed", type=_count, default=0, metavar="S", help="random seed (default 0)")
-    p.add_argument("--workers", type=_positive, default=min(os.cpu_count() or 1, 8), metavar="N",
+    p.add_argument("--train", type=count, default=None, metavar="N", help="training images (overrides the preset)")
+    p.add_argument("--val", type=count, default=None, metavar="N", help="validation images (overrides the preset)")
+    p.add_argument("--test", type=count, default=None, metavar="N", help="test images (overrides the preset)")
+    p.add_argument("--seed", type=count, default=0, metavar="S", help="random seed (default 0)")
+    p.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), metavar="N",
                    help="worker processes (default: CPU count, at most 8); output does not depend on it")
     p.add_argument("--allow-missing", action="store_true",
                    help="synthesize even if the bank lacks some classes in some splits (they are left out)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier synthesized set in --out")
-    p.add_argument("--per-class", type=_positive, default=16, metavar="N",
+    p.add_argument("--per-class", type=positive_int, default=16, metavar="N",
                    help="--procedural: sprites per class and split (default 16)")
     p.add_argument("--plain", action="store_true", help="turn the realism knobs off (no stain/colour jitter, gradient, blur, noise, scale jitter)")
-    p.add_argument("--field-size", type=_positive, default=None, metavar="PX", help="RBC background field size (default 1000)")
-    p.add_argument("--crops-per-field", type=_positive, default=None, metavar="N", help="tiles cropped from each field (default 32)")
+    p.add_argument("--field-size", type=positive_int, default=None, metavar="PX", help="RBC background field size (default 1000)")
+    p.add_argument("--crops-per-field", type=positive_int, default=None, metavar="N", help="tiles cropped from each field (default 32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
     return p

@@ -15,32 +15,13 @@ import argparse
 import os
 import sys
 
+from ..argtypes import positive_float, positive_int
 from .importers import FORMAT_NAMES
 
 
 def _err(msg: str) -> int:
     print(f"bloodseg bank: error: {msg}", file=sys.stderr)
     return 2
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -127,26 +108,26 @@ def add_parser(subparsers) -> None:
     s.add_argument("format", metavar="FORMAT", help=f"one of: {', '.join(n for n in FORMAT_NAMES if n != 'procedural')}")
     s.add_argument("src", metavar="SRC", help="source folder")
     s.add_argument("--bank", required=True, metavar="DIR", help="bank folder (created if missing)")
-    s.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="read at most N source images (taken evenly over classes)")
-    s.add_argument("--rbc-diameter", type=_positive_float, default=None, metavar="PX",
+    s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy RBC diameter of the source in px (default: measured from its images)")
     s.add_argument("--licence", default=None, help="licence recorded for the samples (default: the format's)")
     s.add_argument("--source", default=None, help="source name recorded (folder format only)")
-    s.add_argument("--jobs", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
+    s.add_argument("--jobs", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
                    help="worker processes (default: up to 4)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("procedural", help="add rendered cells of every class (the project's renderer)")
     s.add_argument("--bank", required=True, metavar="DIR")
-    s.add_argument("--per-class", type=_positive_int, default=20, metavar="N")
+    s.add_argument("--per-class", type=positive_int, default=20, metavar="N")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_procedural)
 
     s = sub.add_parser("clumps", help="build platelet clumps from the bank's single thrombocytes")
     s.add_argument("--bank", required=True, metavar="DIR")
-    s.add_argument("--n", type=_positive_int, default=100, metavar="N")
+    s.add_argument("--n", type=positive_int, default=100, metavar="N")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--source", action="append", default=None, help="only platelets of this source (repeatable)")
     s.set_defaults(func=cmd_clumps)
@@ -158,7 +139,7 @@ def add_parser(subparsers) -> None:
     s = sub.add_parser("gallery", help="write a PNG grid of samples per class with mask outlines")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--out", required=True, metavar="PNG")
-    s.add_argument("--per-class", type=_positive_int, default=10, metavar="N")
+    s.add_argument("--per-class", type=positive_int, default=10, metavar="N")
     s.add_argument("--split", default=None, choices=["train", "val", "test"])
     s.add_argument("--source", default=None)
     s.add_argument("--seed", type=int, default=0)
