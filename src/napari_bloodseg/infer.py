@@ -144,7 +144,8 @@ def estimate_rbc_diameter(rgb: np.ndarray) -> float:
     green = ndi.gaussian_filter(rgb[..., 1].astype(np.float32), 1.0)
     if float(green.max() - green.min()) < 10:
         raise InputError("cannot estimate the RBC diameter: the image has no visible cells")
-    fg = green < filters.threshold_otsu(green)
+    # three levels (dark nuclei, cells, glass): a dark WBC must not pull the cell/glass threshold down
+    fg = green < filters.threshold_multiotsu(green, classes=3, nbins=128)[1]
     fg = ndi.binary_fill_holes(fg)  # central pallor
     fg = ndi.binary_opening(fg, morphology.disk(1))
     lab = measure.label(fg)
@@ -158,17 +159,22 @@ def estimate_rbc_diameter(rgb: np.ndarray) -> float:
         if r.solidity > 0.92 and r.eccentricity < 0.8:
             diam.append(r.equivalent_diameter_area)
     if len(diam) < 3:
-        # touching cells only: use the distance transform's ridge (radius of the cells' cores)
-        dist = ndi.distance_transform_edt(fg)
-        peaks = dist[(dist == ndi.maximum_filter(dist, size=7)) & (dist > 3)]
-        if peaks.size < 3:
+        # few isolated whole cells (touching cells, small crops): each blob's widest inscribed disc
+        dist = ndi.distance_transform_edt(np.pad(fg, 1))[1:-1, 1:-1]
+        widths = np.asarray(ndi.maximum(dist, lab, index=np.arange(1, lab.max() + 1))) * 2
+        areas = np.bincount(lab.ravel())[1:]
+        keep = (areas >= 40) & (widths >= 6)
+        if not keep.any():
             raise InputError("cannot estimate the RBC diameter: no cell-like objects found; give it explicitly")
-        return float(2 * np.median(peaks) * factor)
+        widths, areas = widths[keep], areas[keep]
+        order = np.argsort(widths)  # area-weighted median: specks and debris barely count
+        cum = np.cumsum(areas[order])
+        return float(widths[order][np.searchsorted(cum, cum[-1] / 2)] * factor)
     diam = np.array(diam)
     # The bulk of round cells are RBCs; larger WBCs and small platelets sit in the tails.
     med = np.median(diam)
     core = diam[(diam > 0.6 * med) & (diam < 1.4 * med)]
-    return float(np.median(core) * factor)
+    return float(np.median(core if core.size else diam) * factor)
 
 
 def _blend_window(tile: int, overlap: int) -> np.ndarray:
