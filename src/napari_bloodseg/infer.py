@@ -177,6 +177,15 @@ def estimate_rbc_diameter(rgb: np.ndarray) -> float:
     return float(np.median(core if core.size else diam) * factor)
 
 
+def _resize_uint8(arr: np.ndarray, h: int, w: int, smooth: bool) -> np.ndarray:
+    """Resize uint8 data without a float copy of the whole image (Pillow works in uint8):
+    antialiased bilinear for images, nearest for class maps."""
+    from PIL import Image
+
+    method = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), method))
+
+
 def _blend_window(tile: int, overlap: int) -> np.ndarray:
     ramp = np.ones(tile, dtype=np.float32)
     if overlap > 0:
@@ -275,12 +284,11 @@ class Segmenter:
                 raise InputError(
                     f"RBC diameter {rbc_diameter:.1f} px would rescale the image to {sh}x{sw}: check --rbc-diameter"
                 )
-            scaled = transform.resize(rgb, (sh, sw), order=1, anti_aliasing=scale < 1, preserve_range=True)
-            scaled = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+            scaled = _resize_uint8(rgb, sh, sw, smooth=True)
         labels_s, conf_s = yield from self._tiled(scaled)
         if scale != 1.0:
-            labels = transform.resize(labels_s, (h, w), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-            conf = transform.resize(conf_s, (h, w), order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+            labels = _resize_uint8(labels_s, h, w, smooth=False)
+            conf = _resize_uint8(conf_s, h, w, smooth=False)
         else:
             labels, conf = labels_s, conf_s
         return Segmentation(labels, conf, float(rbc_diameter), estimated, scale)
