@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--lr-drop-epoch", type=int, default=5)
     ap.add_argument("--synth", default=None, help="a set from `bloodseg synth` (train/ val/): trained on together with "
                     "--tiles rendered tiles, validated on its val/ split")
     ap.add_argument("--init", default=None, help="checkpoint to start from")
@@ -47,7 +48,8 @@ def main() -> None:
         elif ev["step"] % 50 == 0:
             print(f"  epoch {ev['epoch'] + 1} step {ev['step']}/{ev['steps']} loss {ev['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device="cpu", init=args.init)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device="cpu", init=args.init,
+                      lr_drop_epoch=args.lr_drop_epoch)
     state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log)
     print(f"done in {time.time() - t0:.0f} s on {torch.get_num_threads()} CPU threads; best val mIoU {state.best_miou:.4f} acc {state.best_accuracy:.4f}")
 
