@@ -35,6 +35,7 @@ def main(out: str) -> None:
     labels = viewer.layers["rendered smear classes"]
     viewer.layers.selection.active = labels
     viewer.layers["rendered smear classes cells"].visible = "--points" in sys.argv
+    viewer.reset_view()
     viewer.cursor.position = (260, 300)
     for _ in range(20):
         app.processEvents()
