@@ -11,7 +11,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import chosen_path, path_edit
+from ._widget_utils import chosen_path, path_edit, show_progress
 from .layers import labels_layer_kwargs
 
 if TYPE_CHECKING:
@@ -102,11 +102,7 @@ class SegmentWidget(Container):
         if self._cancelling:
             return
         done, total = value
-        if self._pbar is not None:
-            if self._pbar.total != total:
-                self._pbar.total = total
-            self._pbar.n = done
-            self._pbar.refresh()
+        show_progress(self._pbar, done, total)
         self._status.value = f"tile {done}/{total}"
 
     def _on_result(self, layer: Image, result) -> None:

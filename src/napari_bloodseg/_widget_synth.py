@@ -12,7 +12,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import chosen_path, path_edit
+from ._widget_utils import chosen_path, path_edit, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -125,11 +125,7 @@ class SynthWidget(Container):
         done, total = value
         if self._cancelled:  # progress queued before the cancel
             return
-        if self._pbar is not None:
-            if self._pbar.total != total:
-                self._pbar.total = total
-            self._pbar.n = done
-            self._pbar.refresh()
+        show_progress(self._pbar, done, total)
         self._status.value = f"image {done}/{total}"
 
     def _on_result(self, result) -> None:

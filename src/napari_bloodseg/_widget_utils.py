@@ -18,3 +18,13 @@ def chosen_path(edit: FileEdit) -> Path | None:
         return None
     text = str(edit.line_edit.value).strip()
     return None if text in ("", ".") else Path(text).expanduser()
+
+
+def show_progress(bar, done: int, total: int) -> None:
+    """Move a ``napari.utils.progress`` bar to ``done`` of ``total`` (the total may change)."""
+    if bar is None:
+        return
+    if bar.total != total:
+        bar.total = total
+    bar.n = done
+    bar.refresh()
