@@ -16,6 +16,7 @@ from skimage import filters, measure, morphology, transform
 from .checkpoint import ModelInfo, load_checkpoint
 from .classes import NUM_CLASSES
 from .model import TILE, UNet
+from .steps import drain
 
 
 class Device(str, Enum):
@@ -299,14 +300,7 @@ class Segmenter:
         rbc_diameter: float | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Segmentation:
-        gen = self.iter_segment(image, rbc_diameter)
-        try:
-            while True:
-                done, total = next(gen)
-                if progress is not None:
-                    progress(done, total)
-        except StopIteration as stop:
-            return stop.value
+        return drain(self.iter_segment(image, rbc_diameter), progress)
 
     def _tiled(self, rgb: np.ndarray) -> Generator[tuple[int, int], None, tuple[np.ndarray, np.ndarray]]:
         """Sliding window over rows of tiles; finished rows are reduced to uint8 at once, so memory

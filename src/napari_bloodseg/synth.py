@@ -72,6 +72,7 @@ from .classes import (
     class_table,
     folder_name,
 )
+from .steps import drain
 
 __all__ = [
     "DEFAULT_COUNTS",
@@ -1327,13 +1328,7 @@ def synthesize(
     gen = iter_synthesize(
         pool, out, counts, seed=seed, workers=workers, config=config, overwrite=overwrite, allow_missing=allow_missing
     )
-    while True:
-        try:
-            done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total)
+    return drain(gen, progress)
 
 
 # ============================================================================ streaming dataset
