@@ -1,8 +1,11 @@
-"""Train the shipped default model: procedurally rendered smears, optionally together with a set
-synthesized from a permissively licensed sample bank (see models/MODEL_CARD.md for the exact run).
+"""Train the shipped default model: a set synthesized from a permissively licensed sample bank,
+together with procedurally rendered smears (see models/MODEL_CARD.md for the exact run).
 
     python scripts/train_default.py --out runs/default --tiles 2000 --epochs 8 --width 8
     python scripts/train_default.py --out runs/real --synth SYNTH_DIR --tiles 500 --init CKPT --epochs 8
+    # on a GPU, with a time budget (learning rate drops to 1e-4 after --drop-at of it):
+    python scripts/train_default.py --out runs/gpu --synth SYNTH_DIR --tiles 4000 --width 16 \\
+        --device cuda --batch-size 32 --workers 14 --epochs 100 --minutes 7
 then copy <out>/best.safetensors to src/napari_bloodseg/models/default.safetensors.
 """
 
@@ -11,16 +14,49 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
+from multiprocessing import get_context
 
 import torch
 
 from napari_bloodseg.train import CachedDataset, FolderDataset, RenderedDataset, TrainConfig, train
 
 
+@dataclass
+class BudgetConfig(TrainConfig):
+    """The reference schedule (1e-3, then 1e-4) with the drop placed in time rather than epochs."""
+
+    drop_time: float = 0.0  # time.time() after which the late rate applies; 0: by epoch
+
+    def lr_at(self, epoch: int) -> float:
+        if self.drop_time:
+            return self.lr if time.time() < self.drop_time else self.lr_late
+        return super().lr_at(epoch)
+
+
+def _render(args):
+    n, seed, start, stop = args
+    ds = RenderedDataset(n, seed=seed)
+    return [ds[i] for i in range(start, stop)]
+
+
+def rendered(n: int, seed: int, procs: int) -> CachedDataset:
+    """n rendered tiles, drawn in ``procs`` processes (identical to RenderedDataset(n, seed))."""
+    cached = CachedDataset(RenderedDataset(0, seed=seed))
+    if procs <= 1 or n < 64:
+        cached.items = [RenderedDataset(n, seed=seed)[i] for i in range(n)]
+        return cached
+    bounds = [round(n * k / (procs * 4)) for k in range(procs * 4 + 1)]
+    with get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(_render, [(n, seed, a, b) for a, b in zip(bounds, bounds[1:])])
+    cached.items = [it for part in parts for it in part]
+    return cached
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--tiles", type=int, default=2000)
+    ap.add_argument("--tiles", type=int, default=2000, help="rendered training tiles")
     ap.add_argument("--val-tiles", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--width", type=int, default=8)
@@ -30,28 +66,45 @@ def main() -> None:
     ap.add_argument("--synth", default=None, help="a set from `bloodseg synth` (train/ val/): trained on together with "
                     "--tiles rendered tiles, validated on its val/ split")
     ap.add_argument("--init", default=None, help="checkpoint to start from")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    ap.add_argument("--render-procs", type=int, default=1, help="processes drawing the rendered tiles")
+    ap.add_argument("--minutes", type=float, default=0, help="stop after this many minutes of training (0: no limit)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate before the drop")
+    ap.add_argument("--lr-late", type=float, default=1e-4, help="learning rate after the drop")
+    ap.add_argument("--drop-at", type=float, default=0.6, help="with --minutes: fraction of the budget at 1e-3")
     args = ap.parse_args()
     t0 = time.time()
-    train_set = CachedDataset(RenderedDataset(args.tiles, seed=0), augment=True)
-    val_set = CachedDataset(RenderedDataset(args.val_tiles, seed=1))
+    train_set = rendered(args.tiles, 0, args.render_procs)
+    train_set.augment = True
+    val_set = rendered(args.val_tiles, 1, args.render_procs)
     if args.synth:
         from torch.utils.data import ConcatDataset
 
-        real = CachedDataset(FolderDataset(f"{args.synth}/train"), augment=True)
+        # read from disk in the loader workers (a GPU run's set is too large to decode up front)
+        real = FolderDataset(f"{args.synth}/train", augment=True)
+        if args.workers == 0:
+            real = CachedDataset(FolderDataset(f"{args.synth}/train"), augment=True)
         train_set = ConcatDataset([real, train_set]) if args.tiles else real
         val_set = CachedDataset(FolderDataset(f"{args.synth}/val"))
-    print(f"rendered {len(train_set)}+{len(val_set)} tiles in {time.time() - t0:.0f} s", flush=True)
+    print(f"prepared {len(train_set)}+{len(val_set)} tiles in {time.time() - t0:.0f} s", flush=True)
+
+    t_start = time.time()
+    deadline = t_start + 60 * args.minutes if args.minutes else None
 
     def log(ev):
         if ev["kind"] == "epoch":
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in ev.items()}), flush=True)
-        elif ev["step"] % 50 == 0:
+        elif ev["step"] % 200 == 0:
             print(f"  epoch {ev['epoch'] + 1} step {ev['step']}/{ev['steps']} loss {ev['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device="cpu", init=args.init,
-                      lr_drop_epoch=args.lr_drop_epoch)
-    state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log)
-    print(f"done in {time.time() - t0:.0f} s on {torch.get_num_threads()} CPU threads; best val mIoU {state.best_miou:.4f} acc {state.best_accuracy:.4f}")
+    cfg = BudgetConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device=args.device,
+                       init=args.init, lr=args.lr, lr_late=args.lr_late, lr_drop_epoch=args.lr_drop_epoch, workers=args.workers,
+                       drop_time=t_start + 60 * args.minutes * args.drop_at if args.minutes else 0.0)
+    state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log,
+                  should_stop=(lambda: time.time() > deadline) if deadline else None)
+    hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} CPU threads"
+    print(f"done in {time.time() - t0:.0f} s on {hw}; {state.epoch} epochs; best val mIoU {state.best_miou:.4f} acc {state.best_accuracy:.4f}")
 
 
 if __name__ == "__main__":

@@ -100,3 +100,10 @@ def test_default_model_via_cli(tmp_path):
     assert main(["segment", str(img), "--out", str(tmp_path / "o"), "-q"]) == 0
     labels = iio.imread(tmp_path / "o" / "smear_labels.png")
     assert (labels == 9).mean() > 0.1  # healthy RBCs found
+
+
+def test_segment_with_tta(tmp_path, tiny_checkpoint):
+    img = _smear(tmp_path / "smear.png", (200, 230), seed=3)
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
+                 "--rbc-diameter", "36", "--tta", "flip", "-q"]) == 0
+    assert iio.imread(tmp_path / "o" / "smear_labels.png").shape == (200, 230)

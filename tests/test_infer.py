@@ -117,3 +117,44 @@ def test_precision_choices():
     assert resolve_precision("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
     with pytest.raises(ValueError, match="allowed: auto, fp32, bf16, fp16"):
         resolve_precision("int8", torch.device("cpu"))
+
+
+def _manual_tta(model, x, ops):
+    probs = [torch.softmax(model(x), 1)]
+    for k, flip in ops:
+        t = torch.rot90(x, k, (2, 3))
+        t = t.flip(3) if flip else t
+        p = torch.softmax(model(t), 1)
+        p = p.flip(3) if flip else p
+        probs.append(torch.rot90(p, -k, (2, 3)))
+    return torch.stack(probs).mean(0)
+
+
+@pytest.mark.parametrize("mode, ops", [
+    ("flip", [(0, True)]),
+    ("d4", [(0, True), (1, False), (1, True), (2, False), (2, True), (3, False), (3, True)]),
+])
+def test_tta_averages_the_transformed_predictions(mode, ops):
+    from napari_bloodseg.infer import predict_probs
+    from napari_bloodseg.model import UNet
+
+    torch.manual_seed(1)
+    model = UNet(width=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        plain = predict_probs(model, x, "none")
+        got = predict_probs(model, x, mode)
+        want = _manual_tta(model, x, ops)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-4)  # an untrained net is far from flip-invariant
+    assert torch.allclose(got.sum(1), torch.ones(2, 32, 32), atol=1e-5)
+
+
+def test_tta_in_segmenter_and_bad_value(tiny_checkpoint):
+    img = render_smear((240, 250), seed=4).image
+    plain = Segmenter.from_file(tiny_checkpoint, device="cpu").segment(img, rbc_diameter=36.0)
+    d4 = Segmenter.from_file(tiny_checkpoint, device="cpu", tta="d4").segment(img, rbc_diameter=36.0)
+    assert d4.labels.shape == plain.labels.shape == img.shape[:2]
+    assert (d4.confidence != plain.confidence).any()  # averaged probabilities, not the plain pass
+    with pytest.raises(ValueError, match="allowed: none, flip, d4"):
+        Segmenter.from_file(tiny_checkpoint, device="cpu", tta="mirror")

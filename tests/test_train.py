@@ -197,6 +197,12 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     import imageio.v3 as iio
 
     assert iio.imread(tmp_path / "ev" / "confusion_matrix.png").ndim == 3
+    # test-time augmentation is recorded and scores the same pixels
+    assert main(["evaluate", "--model", str(run / "best.safetensors"), "--data", str(data), "--tta", "d4",
+                 "--out", str(tmp_path / "ev4")]) == 0
+    res4 = json.loads((tmp_path / "ev4" / "evaluation.json").read_text())
+    assert res4["tta"] == "d4" and res["tta"] == "none"
+    assert sum(map(sum, res4["confusion_matrix"])) == sum(map(sum, res["confusion_matrix"]))
     # a wrong folder is one clear line
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2
     assert "expected 'train/' and 'val/'" in capsys.readouterr().err

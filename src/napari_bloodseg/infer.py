@@ -33,6 +33,41 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
+class TTA(str, Enum):
+    """Test-time augmentation: average the softmax over flipped/rotated copies of each tile."""
+
+    NONE = "none"
+    FLIP = "flip"  # identity + left-right mirror: 2 passes
+    D4 = "d4"  # the 8 flips and 90° rotations: 8 passes
+
+
+def _tta_mode(tta: str | TTA) -> TTA:
+    try:
+        return TTA(str(getattr(tta, "value", tta)).lower())
+    except ValueError:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; allowed: {', '.join(t.value for t in TTA)}") from None
+
+
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, tta: str | TTA = TTA.NONE,
+                  first_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax probabilities (N, C, H, W) of ``model`` on normalised input ``x`` (square tiles for
+    'd4'), averaged over the test-time augmentation's transforms. ``first_logits``: the plain
+    pass's logits when the caller already has them."""
+    mode = _tta_mode(tta)
+    logits = model(x) if first_logits is None else first_logits
+    probs = torch.softmax(logits.float(), dim=1)
+    if mode is TTA.NONE:
+        return probs
+    ops = [(0, True)] if mode is TTA.FLIP else [(k, f) for k in range(4) for f in (False, True) if (k, f) != (0, False)]
+    for k, flip in ops:
+        t = torch.rot90(x, k, (2, 3)) if k else x
+        t = t.flip(3) if flip else t
+        p = torch.softmax(model(t).float(), dim=1)
+        p = p.flip(3) if flip else p
+        probs += torch.rot90(p, -k, (2, 3)) if k else p
+    return probs / (len(ops) + 1)
+
+
 class InputError(ValueError):
     """An image this tool cannot segment, with the reason in user terms."""
 
@@ -227,7 +262,9 @@ class Segmenter:
         batch_size: int = 4,
         precision: str | Precision = "auto",
         fast: bool = True,
+        tta: str | TTA = TTA.NONE,
     ):
+        self.tta = _tta_mode(tta)
         if tile % 16:
             raise ValueError(f"tile must be a multiple of 16, got {tile}")
         if not 0 <= overlap < tile // 2:
@@ -257,12 +294,9 @@ class Segmenter:
         x = (x - self._mean.to(self.device)) / self._std.to(self.device)
         if self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self.dtype == torch.float32:
-            logits = self.model(x)
-        else:
-            with torch.autocast(self.device.type, dtype=self.dtype):
-                logits = self.model(x)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            probs = predict_probs(self.model, x, self.tta)
+        return probs.cpu().numpy()
 
     def iter_segment(
         self, image: np.ndarray, rbc_diameter: float | None = None

@@ -210,8 +210,11 @@ def _to_input(imgs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
 
 
 def evaluate_model(model: nn.Module, loader: DataLoader, info: ModelInfo, device: torch.device,
-                   loss_fn: nn.Module | None = None) -> dict[str, Any]:
-    """Loss (if a loss is given) and the confusion matrix over a loader."""
+                   loss_fn: nn.Module | None = None, tta: str = "none") -> dict[str, Any]:
+    """Loss (if a loss is given; of the plain pass) and the confusion matrix over a loader,
+    predictions averaged over the test-time augmentation ``tta`` (see :class:`infer.TTA`)."""
+    from .infer import predict_probs
+
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -220,11 +223,13 @@ def evaluate_model(model: nn.Module, loader: DataLoader, info: ModelInfo, device
     with torch.inference_mode():
         for imgs, masks in loader:
             imgs, masks = imgs.to(device), masks.to(device)
-            logits = model(_to_input(imgs, mean, std))
+            x = _to_input(imgs, mean, std)
+            logits = model(x)
             if loss_fn is not None:
                 total_loss += float(loss_fn(logits, masks)) * len(imgs)
                 n += len(imgs)
-            cm += confusion_matrix(logits.argmax(1).cpu().numpy(), masks.cpu().numpy())
+            pred = logits.argmax(1) if tta == "none" else predict_probs(model, x, tta, first_logits=logits).argmax(1)
+            cm += confusion_matrix(pred.cpu().numpy(), masks.cpu().numpy())
     out = scores(cm)
     out["loss"] = total_loss / max(1, n)
     return out
@@ -269,6 +274,10 @@ def train(
             model, info = UNet(width=config.width), ModelInfo(width=config.width, mean=mean, std=std)
         weights = class_weights(class_pixel_counts(train_set))
     model = model.to(device)
+    cuda = device.type == "cuda"
+    if cuda:  # fixed tile size: let cuDNN pick its fastest kernels; NHWC suits tensor cores
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=torch.channels_last)
     dist = torch.distributed
     ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     rank = dist.get_rank() if ddp else 0
@@ -283,10 +292,11 @@ def train(
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=IGNORE_INDEX)
     g = torch.Generator().manual_seed(config.seed)
     sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=config.seed) if ddp else None
+    loader_kw = dict(num_workers=config.workers, collate_fn=_collate, pin_memory=cuda,
+                     persistent_workers=config.workers > 0)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                              num_workers=config.workers, collate_fn=_collate,
-                              drop_last=len(train_set) > config.batch_size, generator=g)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers, collate_fn=_collate)
+                              drop_last=len(train_set) > config.batch_size, generator=g, **loader_kw)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, **loader_kw)
     mean = torch.tensor(info.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(info.std, device=device).view(1, 3, 1, 1)
 
@@ -298,14 +308,17 @@ def train(
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
-        tot_loss, tot_n, tot_correct, tot_px, stopped = 0.0, 0, 0, 0, False
+        # running sums stay on the device: no host sync per batch unless progress is reported
+        tot_loss, tot_correct, tot_px = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(3))
+        tot_n, stopped = 0, False
         for step, (imgs, masks) in enumerate(train_loader):
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-            imgs, masks = imgs.to(device), masks.to(device)
+            imgs, masks = imgs.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
-                logits = net(_to_input(imgs, mean, std))
+                x = _to_input(imgs, mean, std)
+                logits = net(x.contiguous(memory_format=torch.channels_last) if cuda else x)
                 loss = loss_fn(logits.float(), masks)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -316,16 +329,16 @@ def train(
                 loss.backward()
                 opt.step()
             valid = masks != IGNORE_INDEX
-            tot_loss += float(loss.detach()) * len(imgs)
+            tot_loss += loss.detach() * len(imgs)
             tot_n += len(imgs)
-            tot_correct += int(((logits.argmax(1) == masks) & valid).sum())
-            tot_px += int(valid.sum())
+            tot_correct += ((logits.argmax(1) == masks) & valid).sum()
+            tot_px += valid.sum()
             if on_progress is not None:
                 on_progress({"kind": "batch", "epoch": epoch, "step": step + 1, "steps": len(train_loader), "loss": float(loss.detach())})
         if stopped:
             break
         val = evaluate_model(model, val_loader, info, device, loss_fn)
-        res = EpochResult(epoch + 1, tot_loss / max(1, tot_n), tot_correct / max(1, tot_px),
+        res = EpochResult(epoch + 1, float(tot_loss) / max(1, tot_n), float(tot_correct) / max(1.0, float(tot_px)),
                           val["loss"], val["pixel_accuracy"], val["miou"], lr, time.time() - t0)
         state.epoch = epoch + 1
         state.history.append(asdict(res))

@@ -97,13 +97,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else:
             root = Path(args.data)
             ds = FolderDataset(root / args.split if (root / args.split).is_dir() else root)
-        res = evaluate_model(model, DataLoader(ds, batch_size=args.batch_size, collate_fn=_collate), info, device)
+        res = evaluate_model(model, DataLoader(ds, batch_size=args.batch_size, collate_fn=_collate), info, device,
+                             tta=args.tta)
     except (CheckpointError, ValueError, OSError) as e:
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
     res.pop("loss", None)
-    res["model"], res["data"], res["items"] = str(args.model), str(args.data), len(ds)
-    print(f"pixel accuracy {res['pixel_accuracy']:.4f}  mIoU {res['miou']:.4f}  ({len(ds)} images)")
+    res["model"], res["data"], res["items"], res["tta"] = str(args.model), str(args.data), len(ds), args.tta
+    tta = "" if args.tta == "none" else f", test-time augmentation {args.tta}"
+    print(f"pixel accuracy {res['pixel_accuracy']:.4f}  mIoU {res['miou']:.4f}  ({len(ds)} images{tta})")
     for name, iou in res["iou"].items():
         d = res["dice"][name]
         print(f"  {name:<16} IoU {'-' if iou is None else f'{iou:.4f}':>7}  Dice {'-' if d is None else f'{d:.4f}':>7}")
@@ -146,6 +148,8 @@ def add_parser(sub) -> None:
     e.add_argument("--out", default=None, metavar="DIR", help="write evaluation.json and confusion_matrix.png here")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
+                   help="test-time augmentation: average over a mirror (flip, 2x time) or all 8 flips/rotations (d4, 8x)")
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--procedural-tiles", type=int, default=100, help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_evaluate)
