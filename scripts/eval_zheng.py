@@ -2,7 +2,7 @@
 Dataset 2 fields — WBC mask Dice against the expert mask, and WBC type accuracy (majority of
 the predicted WBC classes inside the expert mask).
 
-    python scripts/eval_zheng.py [--model CKPT] [--data ../shared/data/segmentation_wbc] [--rbc-diameter PX]
+    python scripts/eval_zheng.py [--model CKPT] [--data ../shared/data/segmentation_wbc] [--rbc-diameter PX] [--tta flip]
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ def main() -> None:
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation_wbc"))
     ap.add_argument("--dataset", default="2", choices=["1", "2"])
     ap.add_argument("--rbc-diameter", type=float, default=None, help="default: estimated per image")
+    ap.add_argument("--tta", default="none", choices=["none", "flip", "d4"], help="test-time augmentation")
     args = ap.parse_args()
     root = Path(args.data)
     labels = {int(r["image ID"]): int(r["class"]) for r in csv.DictReader(open(root / f"Class Labels of Dataset {args.dataset}.csv"))}
-    seg = Segmenter.from_file(args.model, device="auto")
+    seg = Segmenter.from_file(args.model, device="auto", tta=args.tta)
     dices, correct, confusion = [], 0, Counter()
     wbc_ids = np.array([int(c) for c in WBC_CLASSES])
     for img_path in sorted((root / f"Dataset {args.dataset}").glob("*.bmp")):
