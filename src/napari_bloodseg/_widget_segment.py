@@ -11,7 +11,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import chosen_path, path_edit, show_progress
+from ._widget_utils import WorkerDock, chosen_path, path_edit, show_progress
 from .layers import labels_layer_kwargs
 
 if TYPE_CHECKING:
@@ -27,7 +27,9 @@ def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_
     return (yield from seg.iter_segment(image, rbc_diameter))
 
 
-class SegmentWidget(Container):
+class SegmentWidget(WorkerDock, Container):
+    _task = "Segmentation"
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self._viewer = napari_viewer
@@ -51,7 +53,7 @@ class SegmentWidget(Container):
             "(d4: 8x the time) of each tile: slightly more accurate borders and cell types",
         )
         self._run = PushButton(text="Segment")
-        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._cancel = self._stop_button = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
         self.extend([self._image, self._model, self._device, self._auto_d, self._diameter, self._tta, self._run, self._cancel, self._status])
         self._auto_d.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
@@ -59,8 +61,6 @@ class SegmentWidget(Container):
         self._cancel.changed.connect(self.cancel)
         self._viewer.layers.events.inserted.connect(self._image.reset_choices)
         self._viewer.layers.events.removed.connect(self._image.reset_choices)
-        self.worker = None
-        self._pbar = None
         self._cancelling = False
 
     def _image_layers(self, _widget=None) -> list:
@@ -82,18 +82,11 @@ class SegmentWidget(Container):
         self._start(layer, image, model, diameter)
 
     def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None) -> None:
-        self._pbar = progress(total=0, desc=f"Segmenting {layer.name}")
         worker = _segment_worker(image, model, self._device.value, diameter, self._tta.value)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._on_result(layer, result))
-        worker.errored.connect(self._on_error)
         worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self._cancelling = False
-        self._run.enabled, self._cancel.enabled = False, True
-        self._status.value = "segmenting…"
-        worker.start()
+        self._launch(worker, progress(total=0, desc=f"Segmenting {layer.name}"), "segmenting…",
+                     self._on_progress, lambda result: self._on_result(layer, result))
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -129,13 +122,3 @@ class SegmentWidget(Container):
         self._status.value = f"done: RBC diameter {result.rbc_diameter:.1f} px ({how})"
         show_info(f"Segmented {layer.name}: RBC diameter {result.rbc_diameter:.1f} px ({how})")
 
-    def _on_error(self, exc: Exception) -> None:
-        self._status.value = f"error: {exc}"
-        show_error(f"Segmentation failed: {exc}")
-
-    def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._run.enabled, self._cancel.enabled = True, False
-        self.worker = None

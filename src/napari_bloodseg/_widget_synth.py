@@ -12,7 +12,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import chosen_path, path_edit, show_progress
+from ._widget_utils import WorkerDock, chosen_path, path_edit, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -33,7 +33,9 @@ def _synth_worker(bank: str | None, per_class: int, out: str, counts: dict, seed
     return summary, layers
 
 
-class SynthWidget(Container):
+class SynthWidget(WorkerDock, Container):
+    _task = "Synthesis"
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self._viewer = napari_viewer
@@ -56,7 +58,7 @@ class SynthWidget(Container):
         self._preview = SpinBox(label="preview tiles", value=8, min=0, max=256,
                                 tooltip="Tiles of the first split shown as layers when done")
         self._run = PushButton(text="Synthesize")
-        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._cancel = self._stop_button = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
         self.extend([self._bank, self._procedural, self._per_class, self._out, self._train, self._val, self._test,
                      self._seed, self._workers, self._allow_missing, self._overwrite, self._preview,
@@ -64,8 +66,6 @@ class SynthWidget(Container):
         self._procedural.changed.connect(self._on_procedural)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
-        self.worker = None
-        self._pbar = None
         self._cancelled = False
 
     def _on_procedural(self, value: bool) -> None:
@@ -101,19 +101,12 @@ class SynthWidget(Container):
         self._start(bank, out, counts)
 
     def _start(self, bank: str | None, out: str, counts: dict) -> None:
-        self._pbar = progress(total=sum(counts.values()), desc="Synthesizing")
         worker = _synth_worker(bank, int(self._per_class.value), out, counts, int(self._seed.value),
                                int(self._workers.value), bool(self._overwrite.value), bool(self._allow_missing.value),
                                int(self._preview.value), _ignore_errors=True)  # errors → _on_error
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self._cancelled = False
-        self._run.enabled, self._cancel.enabled = False, True
-        self._status.value = "starting…"
-        worker.start()
+        self._launch(worker, progress(total=sum(counts.values()), desc="Synthesizing"), "starting…",
+                     self._on_progress, self._on_result)
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -139,13 +132,3 @@ class SynthWidget(Container):
         self._status.value = msg
         show_info(msg)
 
-    def _on_error(self, exc: Exception) -> None:
-        self._status.value = f"error: {exc}"
-        show_error(f"Synthesis failed: {exc}")
-
-    def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._run.enabled, self._cancel.enabled = True, False
-        self.worker = None

@@ -11,7 +11,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import chosen_path, path_edit
+from ._widget_utils import WorkerDock, chosen_path, path_edit
 
 if TYPE_CHECKING:
     import napari
@@ -60,7 +60,9 @@ def _train_worker(data: str, out: str, epochs: int, batch_size: int, device: str
     return result["state"]
 
 
-class TrainWidget(Container):
+class TrainWidget(WorkerDock, Container):
+    _task = "Training"
+
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
         self._viewer = napari_viewer
@@ -77,7 +79,7 @@ class TrainWidget(Container):
         self._width = SpinBox(label="width", value=32, min=2, max=128, visible=False,
                               tooltip="First-level channels of a new U-Net (32 = the reference; 8-16 train fast on a CPU)")
         self._run = PushButton(text="Train")
-        self._stop = PushButton(text="Stop (keep best)", enabled=False)
+        self._stop = self._stop_button = PushButton(text="Stop (keep best)", enabled=False)
         self._status = Label(value="")
         self.extend([self._data, self._out, self._epochs, self._batch, self._device, self._start, self._init, self._width,
                      self._run, self._stop, self._status])
@@ -85,8 +87,6 @@ class TrainWidget(Container):
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
         self.history: list[dict] = []
-        self.worker = None
-        self._pbar = None
         self._plot = _LivePlot()
         self.native.layout().addWidget(self._plot.canvas)
 
@@ -118,15 +118,8 @@ class TrainWidget(Container):
         self.history = []
         self._plot.clear()
         worker = _train_worker(str(data), str(out), int(self._epochs.value), int(self._batch.value), self._device.value, init, width)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_done)
-        worker.errored.connect(lambda e: self._fail(e))
-        worker.finished.connect(self._finished)
-        self._pbar = progress(total=int(self._epochs.value), desc="Training")
-        self.worker = worker
-        self._run.enabled, self._stop.enabled = False, True
-        self._status.value = "preparing data…"
-        worker.start()
+        self._launch(worker, progress(total=int(self._epochs.value), desc="Training"), "preparing data…",
+                     self._on_event, self._on_done)
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -154,16 +147,6 @@ class TrainWidget(Container):
         else:
             self._status.value = "stopped before the first epoch finished: no checkpoint written"
 
-    def _fail(self, exc: Exception) -> None:
-        self._status.value = f"error: {exc}"
-        show_error(f"Training failed: {exc}")
-
-    def _finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._run.enabled, self._stop.enabled = True, False
-        self.worker = None
 
 
 class _LivePlot:

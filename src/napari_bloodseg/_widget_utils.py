@@ -28,3 +28,38 @@ def show_progress(bar, done: int, total: int) -> None:
         bar.total = total
     bar.n = done
     bar.refresh()
+
+
+class WorkerDock:
+    """The life cycle of one background job in a dock: Run/Stop buttons, a napari progress bar,
+    a status line, and failures shown as a notification (never a traceback).
+
+    A dock mixing this in sets ``_run``, ``_stop_button`` and ``_status`` widgets and ``_task``
+    (e.g. "Segmentation") and calls :meth:`_launch`; ``worker`` is None when idle."""
+
+    _task = "The job"
+    worker = None
+    _pbar = None
+
+    def _launch(self, worker, pbar, status: str, on_yield, on_return) -> None:
+        worker.yielded.connect(on_yield)
+        worker.returned.connect(on_return)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker, self._pbar = worker, pbar
+        self._run.enabled, self._stop_button.enabled = False, True
+        self._status.value = status
+        worker.start()
+
+    def _on_error(self, exc: Exception) -> None:
+        self._status.value = f"error: {exc}"
+        from napari.utils.notifications import show_error
+
+        show_error(f"{self._task} failed: {exc}")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._run.enabled, self._stop_button.enabled = True, False
+        self.worker = None
