@@ -758,18 +758,25 @@ def _plan_malaria(src: Path, bank: Bank, opts: dict) -> _Plan:
     return _Plan({source: info}, tasks)
 
 
+def _annotated_fields(src: Path, bank: Bank, opts: dict, expected: str, image_dir: Path | None, label_dir: Path | None,
+                      dirs: str, source: str, kind: str) -> tuple[list[Path], SourceInfo]:
+    """Shared preamble of the field importers: check the layout, list the fields, fix the scale."""
+    if not (image_dir and label_dir and image_dir.is_dir() and label_dir.is_dir()):
+        raise LayoutError(f"expected {expected}; missing {dirs} in {src}")
+    images = _images(image_dir)
+    if not images:
+        raise LayoutError(f"expected {expected}; no images in {image_dir}")
+    scale = _scale_for(bank, source, opts.get("rbc_diameter"), lambda: _measure_images(images))
+    return images, SourceInfo(source, opts.get("licence") or LICENCES[kind], scale)
+
+
 def _plan_rbc_points(src: Path, bank: Bank, opts: dict) -> _Plan:
     expected = "RBC point layout SRC/Dataset/*.jpg + SRC/Label/<stem>.txt with lines 'x y type' (Chula RBC-12)"
     _need_dir(src, expected)
-    dset, lab = _find_ci(src, "Dataset"), _find_ci(src, "Label")
-    if not (dset and lab and dset.is_dir() and lab.is_dir()):
-        raise LayoutError(f"expected {expected}; missing Dataset/ or Label/ in {src}")
-    images = _images(dset)
-    if not images:
-        raise LayoutError(f"expected {expected}; no images in {dset}")
-    source = "chula"
-    scale = _scale_for(bank, source, opts.get("rbc_diameter"), lambda: _measure_images(images))
-    info = SourceInfo(source, opts.get("licence") or LICENCES["rbc-points"], scale)
+    source, lab = "chula", _find_ci(src, "Label")
+    images, info = _annotated_fields(src, bank, opts, expected, _find_ci(src, "Dataset"), lab, "Dataset/ or Label/",
+                                     source, "rbc-points")
+    scale = info.scale
     tasks, skipped = [], Counter()
     for img in images:
         txt = lab / f"{img.stem}.txt"
@@ -805,15 +812,10 @@ def _plan_rbc_points(src: Path, bank: Bank, opts: dict) -> _Plan:
 def _plan_voc(src: Path, bank: Bank, opts: dict) -> _Plan:
     expected = "Pascal VOC layout SRC/JPEGImages/*.jpg + SRC/Annotations/<stem>.xml (BCCD)"
     _need_dir(src, expected)
-    jpg, ann = src / "JPEGImages", src / "Annotations"
-    if not (jpg.is_dir() and ann.is_dir()):
-        raise LayoutError(f"expected {expected}; missing JPEGImages/ or Annotations/ in {src}")
-    images = _images(jpg)
-    if not images:
-        raise LayoutError(f"expected {expected}; no images in {jpg}")
-    source = "bccd-voc"
-    scale = _scale_for(bank, source, opts.get("rbc_diameter"), lambda: _measure_images(images))
-    info = SourceInfo(source, opts.get("licence") or LICENCES["voc"], scale)
+    source, ann = "bccd-voc", src / "Annotations"
+    images, info = _annotated_fields(src, bank, opts, expected, src / "JPEGImages", ann, "JPEGImages/ or Annotations/",
+                                     source, "voc")
+    scale = info.scale
     tasks, skipped = [], Counter()
     for img in images:
         xml = ann / f"{img.stem}.xml"
