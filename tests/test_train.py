@@ -206,3 +206,32 @@ def test_train_and_evaluate_cli(tmp_path, capsys):
     # a wrong folder is one clear line
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2
     assert "expected 'train/' and 'val/'" in capsys.readouterr().err
+
+
+def test_train_streams_tiles_from_a_bank(tmp_path, capsys):
+    """A sample bank as --data: tiles are composed on the fly (train split for training, val split
+    for validation), in field-grouped order, and a normal run folder comes out."""
+    from test_synth import write_bank
+
+    from napari_bloodseg.cli import main
+    from napari_bloodseg.train import _EpochOrder
+    from napari_bloodseg.train_cli import datasets_for
+
+    bank = write_bank(tmp_path / "bank")
+    tr, va = datasets_for(str(bank), bank_tiles=(40, 8))
+    assert (len(tr), len(va)) == (40, 8)
+    img, mask = tr[0]
+    assert img.shape == (224, 224, 3) and mask.shape == (224, 224) and img.dtype == mask.dtype == np.uint8
+    order = _EpochOrder(tr)
+    first = list(order)
+    order.set_epoch(1)
+    assert sorted(first) == list(range(40)) and list(order) != first
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(bank), "--out", str(run), "--epochs", "1", "--width", "4", "--batch-size", "4",
+                 "--bank-tiles", "16", "--bank-val-tiles", "4"]) == 0
+    hist = json.loads((run / "history.json").read_text())
+    assert hist["epoch"] == 1 and (run / "best.safetensors").is_file()
+    # a bank lacking validation samples is one clear message
+    bank2 = write_bank(tmp_path / "bank2", skip=tuple((c, "val") for c in range(1, 10)))
+    assert main(["train", "--data", str(bank2), "--out", str(tmp_path / "r2")]) == 2
+    assert "no val-split samples" in capsys.readouterr().err

@@ -67,7 +67,8 @@ class TrainWidget(WorkerDock, Container):
         super().__init__()
         self._viewer = napari_viewer
         self._data = path_edit("training data", "d", "A set from Synthesize / `bloodseg synth` (train/ and val/ inside), "
-                               "or a folder of corrected pairs from 'Add to training set'")
+                               "a folder of corrected pairs from 'Add to training set', or a sample bank "
+                               "(2,000 tiles per epoch composed on the fly from its cells)")
         self._out = path_edit("run folder", "d", "Where checkpoints (best, last) and history are written; must be new or empty")
         self._epochs = SpinBox(label="epochs", value=5, min=1, max=1000)
         self._batch = SpinBox(label="batch size", value=8, min=1, max=256, tooltip="224x224 tiles per step")

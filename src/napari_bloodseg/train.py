@@ -100,6 +100,40 @@ class CachedDataset(Dataset):
         return augment_pair(img, mask, np.random.default_rng()) if self.augment else (img, mask)
 
 
+class AugmentedDataset(Dataset):
+    """Flips, rotations and colour jitter on top of another dataset's (image, mask) pairs."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        img, mask = self.base[i]
+        return augment_pair(img, mask, np.random.default_rng())
+
+    def grouped_order(self, epoch: int = 0) -> list[int]:
+        return self.base.grouped_order(epoch)
+
+
+class _EpochOrder(torch.utils.data.Sampler):
+    """A dataset's own per-epoch order (``grouped_order``: composed tiles of one field together,
+    so that each field is built once per worker rather than once per tile)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.epoch = dataset, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(self.dataset.grouped_order(self.epoch))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 def _fit_tile(img: np.ndarray, mask: np.ndarray, size: int = TILE) -> tuple[np.ndarray, np.ndarray]:
     """Pad (mask → ignore) or centre-crop to size x size so any pair can be batched."""
     h, w = mask.shape
@@ -291,7 +325,12 @@ def train(
         opt.load_state_dict(saved["optimizer"])
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=IGNORE_INDEX)
     g = torch.Generator().manual_seed(config.seed)
-    sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=config.seed) if ddp else None
+    if ddp:
+        sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=config.seed)
+    elif hasattr(train_set, "grouped_order"):
+        sampler = _EpochOrder(train_set)
+    else:
+        sampler = None
     loader_kw = dict(num_workers=config.workers, collate_fn=_collate, pin_memory=cuda,
                      persistent_workers=config.workers > 0)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,

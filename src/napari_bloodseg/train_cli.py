@@ -10,14 +10,29 @@ from pathlib import Path
 PROCEDURAL = "procedural"
 
 
-def datasets_for(data: str, augment: bool = True, n_procedural: int = 2000, seed: int = 0):
+def datasets_for(data: str, augment: bool = True, n_procedural: int = 2000, seed: int = 0,
+                 bank_tiles: tuple[int, int] = (2000, 200)):
     """(train, val) datasets from a synthesized set (train/ + val/), a folder of corrected pairs
-    (train/ only, or images/ + masks/: validated on the same pairs), or 'procedural'."""
+    (train/ only, or images/ + masks/: validated on the same pairs), a sample bank (tiles composed
+    on the fly from its train and val samples: ``bank_tiles`` per epoch and for validation), or
+    'procedural'."""
+    from .bank.store import is_bank
     from .train import FolderDataset, RenderedDataset
 
     if data == PROCEDURAL:
         return RenderedDataset(n_procedural, seed=seed, augment=augment), RenderedDataset(max(8, n_procedural // 10), seed=seed + 1)
     root = Path(data)
+    if is_bank(root):
+        from .synth import SamplePool, SynthDataset
+        from .train import AugmentedDataset
+
+        pool = SamplePool.from_bank_dir(root)
+        for split in ("train", "val"):
+            if not pool.samples(split=split):
+                raise ValueError(f"{root}: the sample bank has no {split}-split samples to compose {split} tiles from")
+        train = SynthDataset(pool, "train", n=bank_tiles[0], seed=seed)
+        val = SynthDataset(pool, "val", n=bank_tiles[1], seed=seed)
+        return (AugmentedDataset(train) if augment else train), val
     if (root / "images").is_dir():
         return FolderDataset(root, augment=augment), FolderDataset(root)
     if not (root / "train").is_dir():
@@ -52,7 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         args.device = init_distributed(args.device)
-        train_set, val_set = datasets_for(args.data, not args.no_augment, args.procedural_tiles, args.seed)
+        train_set, val_set = datasets_for(args.data, not args.no_augment, args.procedural_tiles, args.seed,
+                                          (args.bank_tiles, args.bank_val_tiles))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_late=args.lr_late,
                              lr_drop_epoch=args.lr_drop_epoch, width=args.width, workers=args.workers,
                              seed=args.seed, device=args.device, init=args.init, precision=args.precision)
@@ -122,7 +138,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(sub) -> None:
     t = sub.add_parser("train", help="train a U-Net on a synthesized set")
-    t.add_argument("--data", required=True, help=f"folder with train/ and val/ (from `bloodseg synth`), or '{PROCEDURAL}'")
+    t.add_argument("--data", required=True, help="folder with train/ and val/ (from `bloodseg synth`), corrected pairs, "
+                   f"a sample bank (tiles composed on the fly), or '{PROCEDURAL}'")
     t.add_argument("--out", required=True, metavar="RUN", help="run folder: best/last checkpoints, state, history")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=8)
@@ -138,6 +155,10 @@ def add_parser(sub) -> None:
     t.add_argument("--init", default=None, metavar="CKPT", help="start from this checkpoint (fine-tuning)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--bank-tiles", type=int, default=2000, metavar="N",
+                   help="with a sample bank as --data: tiles composed per epoch (train split samples)")
+    t.add_argument("--bank-val-tiles", type=int, default=200, metavar="N",
+                   help="with a sample bank as --data: validation tiles (val split samples)")
     t.add_argument("--procedural-tiles", type=int, default=2000, help=argparse.SUPPRESS)
     t.set_defaults(func=cmd_train)
 
