@@ -36,6 +36,34 @@ def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
     assert [l.name for l in viewer.layers].count("smear classes cells") == 1
 
 
+def test_counts_dock_saves_table_and_summary_without_overwriting(make_napari_viewer, qtbot, tmp_path):
+    import csv
+    import json
+
+    from napari_bloodseg._widget_counts import CountsWidget
+
+    viewer = make_napari_viewer()
+    s = render_smear((300, 300), seed=2, touching=False)
+    viewer.add_labels(s.mask, **labels_layer_kwargs("smear classes", metadata={"bloodseg": {"rbc_diameter": 36.0}}))
+    w = CountsWidget(viewer)
+    assert not w._save.enabled  # nothing counted yet
+    w._run.clicked.emit()
+    qtbot.waitUntil(lambda: w.worker is None and w.summary is not None, timeout=60_000)
+    w._save_to.value = tmp_path / "slide 1"  # no suffix: .csv is added
+    csv_path, json_path = w.save()
+    assert csv_path == tmp_path / "slide 1.csv" and json_path == tmp_path / "slide 1_summary.json"
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == len(w.records) and {r["class_name"] for r in rows} == {r.class_name for r in w.records}
+    summary = json.loads(json_path.read_text())
+    assert summary["wbc_total"] == w.summary["wbc_total"] and summary["class_map"] == "smear classes"
+    # saving again under the same name keeps the first files untouched
+    before = csv_path.read_bytes()
+    csv_path.write_bytes(before + b"# mine")
+    assert w.save() is None
+    assert csv_path.read_bytes() == before + b"# mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slide 1.csv", "slide 1_summary.json"]
+
+
 def test_picker_paints_exports_and_pair_is_on_disk(make_napari_viewer, qtbot, tmp_path):
     import imageio.v3 as iio
 

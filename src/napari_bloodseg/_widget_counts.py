@@ -3,16 +3,20 @@ rows centre the view on their cell, and a Points layer naming each cell."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
 from napari.layers import Labels
 from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from .cells import find_cells, summarize
+from ._widget_utils import chosen_path, path_edit
+from .cells import find_cells, summarize, write_table
+from .checkpoint import atomic_write
 
 if TYPE_CHECKING:
     import napari
@@ -48,14 +52,21 @@ class CountsWidget(Container):
         )
         self._run = PushButton(text="Count cells")
         self._summary = Label(value="")
+        self._save_to = path_edit(
+            "save counts to", "w", "CSV file for the per-cell table (class, position, area, probability). The "
+            "summary (counts, parasitemia %, WBC differential %) goes beside it as <name>_summary.json. "
+            "Existing files are never replaced.", filter="*.csv")
+        self._save = PushButton(text="Save counts", enabled=False,
+                                tooltip="Write the table and summary of the last count")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setMinimumHeight(200)
-        self.extend([self._labels, self._diameter, self._run, self._summary])
+        self.extend([self._labels, self._diameter, self._run, self._summary, self._save_to, self._save])
         self.native.layout().addWidget(self.table)
         self._run.changed.connect(self.run)
+        self._save.changed.connect(self.save)
         self._labels.changed.connect(self._fill_diameter)
         self.table.cellClicked.connect(self._centre_on_row)
         for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
@@ -99,6 +110,8 @@ class CountsWidget(Container):
     def _show(self, layer: Labels, records: list) -> None:
         self.records = records
         self.summary = summarize(records, float(self._diameter.value))
+        self.summary["class_map"] = layer.name
+        self._save.enabled = True
         self._summary.value = format_summary(self.summary)
         self.table.setRowCount(len(records))
         for i, r in enumerate(records):
@@ -117,6 +130,30 @@ class CountsWidget(Container):
             scale=layer.scale[-2:], translate=layer.translate[-2:],
         )
         self._viewer.layers.selection.active = layer
+
+    def save(self) -> tuple[Path, Path] | None:
+        """Write the last count: <name>.csv (one row per cell) and <name>_summary.json."""
+        if self.summary is None:
+            show_error("Count cells first.")
+            return None
+        path = chosen_path(self._save_to)
+        if path is None:
+            show_error("Choose a CSV file to save the counts to.")
+            return None
+        path = path if path.suffix.lower() == ".csv" else path.with_name(path.name + ".csv")
+        summary_path = path.with_name(f"{path.stem}_summary.json")
+        taken = [p.name for p in (path, summary_path) if p.exists()]
+        if taken:
+            show_error(f"{' and '.join(taken)} already exist in {path.parent}: choose another name (nothing was replaced).")
+            return None
+        try:
+            atomic_write(path, lambda tmp: write_table(self.records, tmp))
+            atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(self.summary, indent=1)))
+        except OSError as e:
+            show_error(f"Could not save the counts: {e}")
+            return None
+        show_info(f"Saved {len(self.records)} cells to {path} and the summary to {summary_path.name}")
+        return path, summary_path
 
     def _centre_on_row(self, row: int, _col: int = 0) -> None:
         if not 0 <= row < len(self.records):
