@@ -38,7 +38,20 @@ def test_segment_folder_and_estimated_diameter(tmp_path, tiny_checkpoint, capsys
     rc = main(["segment", str(src), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint)])
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s1_color.png", "s1_labels.png", "s2_color.png", "s2_labels.png"]
-    assert "(estimated)" in capsys.readouterr().out
+    assert "(estimated from" in capsys.readouterr().out
+
+
+def test_uncertain_diameter_estimate_is_flagged(tmp_path, tiny_checkpoint, capsys):
+    img = _smear(tmp_path / "crop.png", (90, 90), seed=1)  # a handful of cells, most cut by the border
+    big = _smear(tmp_path / "field.png", (400, 400))  # 14 isolated round RBCs
+    assert main(["segment", str(big), "--out", str(tmp_path / "o0"), "--model", str(tiny_checkpoint), "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "uncertain" in err and "--rbc-diameter" in err
+    assert main(["segment", str(img), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint), "-q",
+                 "--rbc-diameter", "36"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_bad_inputs_each_get_a_message_and_others_still_run(tmp_path, tiny_checkpoint, capsys):

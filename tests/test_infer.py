@@ -82,6 +82,15 @@ def test_rbc_diameter_is_estimated(d):
     assert estimate_rbc_diameter(img) == pytest.approx(d, rel=0.15)
 
 
+def test_estimate_says_how_many_cells_it_rests_on():
+    from napari_bloodseg.infer import RELIABLE_RBC_COUNT, measure_rbc_diameter
+
+    d, n = measure_rbc_diameter(render_smear((768, 768), seed=4).image)
+    assert n >= RELIABLE_RBC_COUNT and d == pytest.approx(36, rel=0.15)
+    _, few = measure_rbc_diameter(render_smear((90, 90), seed=1).image)
+    assert few < RELIABLE_RBC_COUNT
+
+
 def test_estimate_fails_clearly_on_blank_image():
     with pytest.raises(InputError, match="no visible cells"):
         estimate_rbc_diameter(np.full((200, 200, 3), 230, np.uint8))

@@ -49,7 +49,8 @@ def test_segment_widget_gives_class_labels_layer(make_napari_viewer, qtbot):
     rr, cc = np.argwhere(labels.data == 9)[0]
     status = labels.get_status((rr, cc), world=True)
     assert "healthy RBC" in str(status)
-    assert "done" in widget._status.value
+    assert "done" in widget._status.value and "estimated from" in widget._status.value
+    assert "uncertain" not in widget._status.value
 
     # re-running never replaces the (possibly edited) first result
     labels.data[:5, :5] = 7
@@ -177,3 +178,18 @@ def test_reader_opens_a_bank_as_gallery(tmp_path):
     assert kinds.count("image") == 1 and kinds.count("labels") == 1
     labels = next(d for d, _, k in layers if k == "labels")
     assert set(np.unique(labels)) - {0} == set(range(1, NUM_CLASSES))
+
+
+def test_segment_widget_flags_an_uncertain_rbc_estimate(make_napari_viewer, qtbot, tiny_checkpoint):
+    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.render import render_smear
+
+    viewer = make_napari_viewer()
+    viewer.add_image(render_smear((90, 90), seed=1).image, name="crop", rgb=True)
+    widget = SegmentWidget(viewer)
+    widget._model.value = tiny_checkpoint
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 1, timeout=60_000)
+    assert "uncertain" in widget._status.value
+    meta = _labels_layers(viewer)[0].metadata["bloodseg"]
+    assert meta["rbc_diameter_estimated"] and meta["rbc_cells_measured"] < 10

@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label,
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ._widget_utils import WorkerDock, chosen_path, path_edit, show_progress
 from .layers import labels_layer_kwargs
@@ -114,11 +114,16 @@ class SegmentWidget(WorkerDock, Container):
                 translate=layer.translate[-2:],
                 metadata={"bloodseg": {"kind": "class map", "source": layer.name,
                                        "rbc_diameter": result.rbc_diameter,
-                                       "rbc_diameter_estimated": result.rbc_diameter_estimated},
+                                       "rbc_diameter_estimated": result.rbc_diameter_estimated,
+                                       "rbc_cells_measured": result.rbc_cells_measured},
                           "confidence": result.confidence},
             ),
         )
-        how = "estimated" if result.rbc_diameter_estimated else "given"
-        self._status.value = f"done: RBC diameter {result.rbc_diameter:.1f} px ({how})"
-        show_info(f"Segmented {layer.name}: RBC diameter {result.rbc_diameter:.1f} px ({how})")
+        text = result.rbc_diameter_text()
+        self._status.value = f"done: RBC diameter {text}"
+        if result.rbc_diameter_uncertain:
+            show_warning(f"Segmented {layer.name}, but the RBC diameter is {text}: untick 'estimate RBC diameter', "
+                         "enter it (pixels across a healthy red cell) and segment again.")
+        else:
+            show_info(f"Segmented {layer.name}: RBC diameter {text}")
 

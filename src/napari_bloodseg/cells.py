@@ -132,6 +132,8 @@ def write_report(result, image, csv_path: str | os.PathLike, json_path: str | os
     _, records = find_cells(result.labels, result.rbc_diameter, result.confidence)
     summary = summarize(records, result.rbc_diameter)
     summary["rbc_diameter_estimated"] = result.rbc_diameter_estimated
+    summary["rbc_cells_measured"] = getattr(result, "rbc_cells_measured", None)
+    summary["rbc_diameter_uncertain"] = bool(getattr(result, "rbc_diameter_uncertain", False))
     summary["image_shape"] = list(np.asarray(image).shape[:2])
     write_table(records, csv_path)
     Path(json_path).write_text(json.dumps(summary, indent=1))

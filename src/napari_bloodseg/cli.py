@@ -46,7 +46,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             result = seg.segment(image, rbc_diameter=args.rbc_diameter)
             write_png(targets[0], result.labels, overwrite=True)
             write_png(targets[1], colorize(result.labels), overwrite=True)
-            msg = f"{path.name}: RBC diameter {result.rbc_diameter:.1f} px" + (" (estimated)" if result.rbc_diameter_estimated else "")
+            msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
+            if result.rbc_diameter_uncertain:
+                tqdm.write(f"bloodseg: warning: {path}: RBC diameter {result.rbc_diameter_text()} (--rbc-diameter)",
+                           file=sys.stderr)
             if args.report:
                 from .cells import write_report
 

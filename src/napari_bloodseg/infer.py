@@ -166,11 +166,20 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
     return (arr.astype(np.float64) / (2**bits - 1) * 255 + 0.5).astype(np.uint8)
 
 
+RELIABLE_RBC_COUNT = 10  # isolated round cells an estimate should rest on (rendered and Chula fields: 35-80)
+
+
 def estimate_rbc_diameter(rgb: np.ndarray) -> float:
     """Typical healthy-RBC diameter (px) in an RGB smear image: median size of isolated round cells.
 
     Raises InputError when no cell-like objects are found.
     """
+    return measure_rbc_diameter(rgb)[0]
+
+
+def measure_rbc_diameter(rgb: np.ndarray) -> tuple[float, int]:
+    """(diameter px, isolated round cells it rests on). Fewer than ``RELIABLE_RBC_COUNT`` cells
+    (crowded or pale fields such as BCCD, single-cell crops) means the value is a guess."""
     rgb = prepare_image(rgb)
     h, w = rgb.shape[:2]
     factor = max(1.0, max(h, w) / 1500)  # estimate on at most ~1500 px: plenty of RBCs, bounded time
@@ -205,12 +214,12 @@ def estimate_rbc_diameter(rgb: np.ndarray) -> float:
         widths, areas = widths[keep], areas[keep]
         order = np.argsort(widths)  # area-weighted median: specks and debris barely count
         cum = np.cumsum(areas[order])
-        return float(widths[order][np.searchsorted(cum, cum[-1] / 2)] * factor)
+        return float(widths[order][np.searchsorted(cum, cum[-1] / 2)] * factor), len(diam)
     diam = np.array(diam)
     # The bulk of round cells are RBCs; larger WBCs and small platelets sit in the tails.
     med = np.median(diam)
     core = diam[(diam > 0.6 * med) & (diam < 1.4 * med)]
-    return float(np.median(core if core.size else diam) * factor)
+    return float(np.median(core if core.size else diam) * factor), int(core.size)
 
 
 def _resize_uint8(arr: np.ndarray, h: int, w: int, smooth: bool) -> np.ndarray:
@@ -247,6 +256,20 @@ class Segmentation:
     rbc_diameter: float  # px in the input image (given or estimated)
     rbc_diameter_estimated: bool
     scale: float  # model pixels per input pixel
+    rbc_cells_measured: int | None = None  # isolated RBCs behind an estimate (None: diameter given)
+
+    @property
+    def rbc_diameter_uncertain(self) -> bool:
+        """An estimate resting on too few isolated round cells to trust."""
+        return self.rbc_diameter_estimated and (self.rbc_cells_measured or 0) < RELIABLE_RBC_COUNT
+
+    def rbc_diameter_text(self) -> str:
+        """e.g. '36.5 px (estimated from 38 cells)' or '72.0 px (given)'."""
+        if not self.rbc_diameter_estimated:
+            return f"{self.rbc_diameter:.1f} px (given)"
+        n = self.rbc_cells_measured or 0
+        text = f"{self.rbc_diameter:.1f} px (estimated from {n} isolated cell{'s' if n != 1 else ''})"
+        return text + (": uncertain, give the RBC diameter" if self.rbc_diameter_uncertain else "")
 
 
 class Segmenter:
@@ -304,9 +327,9 @@ class Segmenter:
         """Segment, yielding (tiles done, tiles total); the generator's return value is the result."""
         rgb = prepare_image(image)
         h, w = rgb.shape[:2]
-        estimated = rbc_diameter is None
+        estimated, cells = rbc_diameter is None, None
         if estimated:
-            rbc_diameter = estimate_rbc_diameter(rgb)
+            rbc_diameter, cells = measure_rbc_diameter(rgb)
         if not (rbc_diameter and rbc_diameter > 0 and math.isfinite(rbc_diameter)):
             raise InputError(f"RBC diameter must be a positive number of pixels, got {rbc_diameter}")
         scale = self.info.rbc_diameter_px / float(rbc_diameter)
@@ -326,7 +349,7 @@ class Segmenter:
             conf = _resize_uint8(conf_s, h, w, smooth=False)
         else:
             labels, conf = labels_s, conf_s
-        return Segmentation(labels, conf, float(rbc_diameter), estimated, scale)
+        return Segmentation(labels, conf, float(rbc_diameter), estimated, scale, cells)
 
     def segment(
         self,
