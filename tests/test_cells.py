@@ -72,3 +72,41 @@ def test_report_from_cli(tmp_path, tiny_checkpoint):
     assert set(rows[0]) >= {"id", "class_name", "centroid_row", "centroid_col", "area_px", "mean_probability"} if rows else True
     for row in rows:
         assert 0 <= float(row["mean_probability"]) <= 1
+
+
+def test_small_whole_blob_is_not_a_cell_but_a_border_sliver_is():
+    """An RBC-class speck inside the image (debris the model called infected) must not count
+    towards parasitemia; a cell of which the border leaves the same area still counts."""
+    from napari_bloodseg.classes import BloodClass
+
+    d = 36.0
+    lab = np.zeros((200, 200), np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    lab[np.hypot(yy - 60, xx - 60) < d / 2] = BloodClass.HEALTHY_RBC  # a whole RBC
+    lab[np.hypot(yy - 140, xx - 140) < 0.45 * d / 2] = BloodClass.INFECTED_RBC  # 0.2 of its area, inside
+    lab[np.hypot(yy - 100, xx - 0) < 0.45 * d / 2 * np.sqrt(2)] = BloodClass.INFECTED_RBC  # same area, half cut off
+    _, recs = find_cells(lab, d)
+    classes = sorted(r.class_name for r in recs)
+    assert classes == ["healthy RBC", "infected RBC"]
+    (inf,) = [r for r in recs if r.class_name == "infected RBC"]
+    assert inf.min_col == 0  # the sliver at the border, not the speck
+    assert summarize(recs, d)["parasitemia_percent"] == 50.0
+
+
+def test_platelet_speck_in_a_cell_centre_is_not_a_platelet():
+    """The model sometimes marks an RBC's pale centre as a thrombocyte: one RBC, no platelet.
+    A free platelet, even with a thin RBC-class rim the model drew round it, still counts."""
+    from napari_bloodseg.classes import BloodClass
+
+    d = 36.0
+    lab = np.zeros((200, 200), np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    lab[np.hypot(yy - 60, xx - 60) < d / 2] = BloodClass.HEALTHY_RBC
+    lab[np.hypot(yy - 60, xx - 60) < 4] = BloodClass.THROMBOCYTE  # speck in the pallor
+    lab[np.hypot(yy - 150, xx - 150) < 7] = BloodClass.HEALTHY_RBC  # thin rim...
+    lab[np.hypot(yy - 150, xx - 150) < 5] = BloodClass.THROMBOCYTE  # ...round a real platelet
+    lab[np.hypot(yy - 40, xx - 160) < 5] = BloodClass.THROMBOCYTE  # a free platelet
+    _, recs = find_cells(lab, d)
+    s = summarize(recs, d)
+    assert s["rbc_total"] == 1 and s["platelets"] == 2
+    assert {(round(r.centroid_row), round(r.centroid_col)) for r in recs if r.class_name == "thrombocyte"} == {(150, 150), (40, 160)}

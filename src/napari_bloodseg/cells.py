@@ -24,7 +24,11 @@ GROUPS: dict[str, tuple[int, ...]] = {
 }
 # Typical diameter of each group relative to a healthy RBC, and the smallest area kept (× RBC area).
 REL_DIAMETER = {"rbc": 1.0, "wbc": 1.5, "thrombocyte": 0.3, "platelet clump": 1.0}
-MIN_AREA = {"rbc": 0.15, "wbc": 0.2, "thrombocyte": 0.01, "platelet clump": 0.05}
+MIN_AREA = {"rbc": 0.15, "wbc": 0.2, "thrombocyte": 0.01, "platelet clump": 0.05}  # cut by the image border
+PALLOR_AREA = 0.25  # holes in a cell mask up to this (x RBC area) are its centre; larger ones are glass
+# A whole cell inside the image is larger: even microcytes have ~0.35 of a normal RBC's area, so
+# smaller RBC-class blobs are debris or platelets the model mistook (they would inflate parasitemia).
+MIN_AREA_WHOLE = {"rbc": 0.3, "wbc": 0.3, "thrombocyte": 0.01, "platelet clump": 0.05}
 _SPLIT = {"rbc": True, "wbc": True, "thrombocyte": True, "platelet clump": False}
 
 
@@ -61,6 +65,20 @@ def _split(mask: np.ndarray, diameter: float) -> np.ndarray:
     return segmentation.watershed(-dist, markers, mask=mask)
 
 
+def _fill_small_holes(mask: np.ndarray, max_area: int, inside: np.ndarray | None = None) -> np.ndarray:
+    """``mask`` with its holes of at most ``max_area`` pixels filled; with ``inside``, only the holes
+    holding some of it (a speck the model drew in a cell's centre, not bare glass between cells)."""
+    holes = ndi.binary_fill_holes(mask) & ~mask
+    lab, n = ndi.label(holes)
+    if n == 0:
+        return mask
+    keep = np.bincount(lab.ravel()) <= max_area
+    keep[0] = False
+    if inside is not None:
+        keep &= np.bincount(lab.ravel(), weights=inside.ravel(), minlength=n + 1) > 0
+    return mask | keep[lab]
+
+
 def find_cells(
     labels: np.ndarray, rbc_diameter: float = 36.0, confidence: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[CellRecord]]:
@@ -74,22 +92,34 @@ def find_cells(
     instances = np.zeros(labels.shape, np.int32)
     records: list[CellRecord] = []
     rbc_area = np.pi * (rbc_diameter / 2) ** 2
+    # A platelet-class speck in an RBC's (or WBC's) pale centre is a hole in that cell's mask: the
+    # model's mistake, not a platelet. Holes up to half an RBC count; larger ones are glass.
+    bodies, _ = ndi.label(np.isin(labels, GROUPS["rbc"] + GROUPS["wbc"]))
+    cell_sized = np.bincount(bodies.ravel()) >= MIN_AREA_WHOLE["rbc"] * rbc_area  # not a rim the model drew round a platelet
+    cell_sized[0] = False
+    cells_filled = _fill_small_holes(cell_sized[bodies], max(1, int(0.5 * rbc_area)))
     for group, ids in GROUPS.items():
         mask = np.isin(labels, ids)
         if not mask.any():
             continue
+        if group in ("rbc", "wbc"):  # a speck in a cell's centre leaves a ring, which splits into "cells"
+            mask = _fill_small_holes(mask, max(1, int(PALLOR_AREA * rbc_area)), inside=labels != 0)
         d = rbc_diameter * REL_DIAMETER[group]
         parts = _split(mask, d) if _SPLIT[group] else measure.label(mask)
+        h, w = labels.shape
         for r in measure.regionprops(parts):
-            if r.area < MIN_AREA[group] * rbc_area:
+            r0, c0, r1, c1 = r.bbox
+            cut = r0 == 0 or c0 == 0 or r1 == h or c1 == w
+            if r.area < (MIN_AREA if cut else MIN_AREA_WHOLE)[group] * rbc_area:
                 continue
             rr, cc = r.coords[:, 0], r.coords[:, 1]
+            if group in ("thrombocyte", "platelet clump") and cells_filled[rr, cc].all():
+                continue  # enclosed by one RBC or WBC: its centre, not a platelet
             votes = np.bincount(labels[rr, cc], minlength=NUM_CLASSES)
             cls = int(max(ids, key=lambda c: votes[c]))
             prob = float(confidence[rr, cc].mean() / 255) if confidence is not None else float("nan")
             cid = len(records) + 1
             instances[rr, cc] = cid
-            r0, c0, r1, c1 = r.bbox
             records.append(CellRecord(cid, cls, CLASS_NAMES[cls], round(float(r.centroid[0]), 2),
                                       round(float(r.centroid[1]), 2), int(r.area), r0, c0, r1, c1, round(prob, 4)))
     return instances, records
