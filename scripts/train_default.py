@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0, help="stop after this many minutes of training (0: no limit)")
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate before the drop")
     ap.add_argument("--lr-late", type=float, default=1e-4, help="learning rate after the drop")
-    ap.add_argument("--drop-at", type=float, default=0.6, help="with --minutes: fraction of the budget at 1e-3")
+    ap.add_argument("--drop-at", type=float, default=0.6, help="with --minutes: fraction of the budget at --lr, the rest at --lr-late")
     args = ap.parse_args()
     t0 = time.time()
     train_set = rendered(args.tiles, 0, args.render_procs)

@@ -3,7 +3,6 @@ rows centre the view on their cell, and a Points layer naming each cell."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,8 +14,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ._widget_utils import chosen_path, path_edit
-from .cells import find_cells, summarize, write_table
-from .checkpoint import atomic_write
+from .cells import find_cells, save_report, summarize
 
 if TYPE_CHECKING:
     import napari
@@ -147,8 +145,7 @@ class CountsWidget(Container):
             show_error(f"{' and '.join(taken)} already exist in {path.parent}: choose another name (nothing was replaced).")
             return None
         try:
-            atomic_write(path, lambda tmp: write_table(self.records, tmp))
-            atomic_write(summary_path, lambda tmp: Path(tmp).write_text(json.dumps(self.summary, indent=1)))
+            save_report(self.records, self.summary, path, summary_path)
         except OSError as e:
             show_error(f"Could not save the counts: {e}")
             return None

@@ -98,6 +98,7 @@ def find_cells(
     cell_sized = np.bincount(bodies.ravel()) >= MIN_AREA_WHOLE["rbc"] * rbc_area  # not a rim the model drew round a platelet
     cell_sized[0] = False
     cells_filled = _fill_small_holes(cell_sized[bodies], max(1, int(0.5 * rbc_area)))
+    h, w = labels.shape
     for group, ids in GROUPS.items():
         mask = np.isin(labels, ids)
         if not mask.any():
@@ -106,7 +107,6 @@ def find_cells(
             mask = _fill_small_holes(mask, max(1, int(PALLOR_AREA * rbc_area)), inside=labels != 0)
         d = rbc_diameter * REL_DIAMETER[group]
         parts = _split(mask, d) if _SPLIT[group] else measure.label(mask)
-        h, w = labels.shape
         for r in measure.regionprops(parts):
             r0, c0, r1, c1 = r.bbox
             cut = r0 == 0 or c0 == 0 or r1 == h or c1 == w
@@ -162,10 +162,17 @@ def write_report(result, image, csv_path: str | os.PathLike, json_path: str | os
     _, records = find_cells(result.labels, result.rbc_diameter, result.confidence)
     summary = summarize(records, result.rbc_diameter)
     summary["rbc_diameter_estimated"] = result.rbc_diameter_estimated
-    summary["rbc_cells_measured"] = getattr(result, "rbc_cells_measured", None)
-    summary["rbc_diameter_uncertain"] = bool(getattr(result, "rbc_diameter_uncertain", False))
+    summary["rbc_cells_measured"] = result.rbc_cells_measured
+    summary["rbc_diameter_uncertain"] = result.rbc_diameter_uncertain
     summary["image_shape"] = list(np.asarray(image).shape[:2])
-    write_table(records, csv_path)
-    Path(json_path).write_text(json.dumps(summary, indent=1))
+    save_report(records, summary, csv_path, json_path)
     return summary
+
+
+def save_report(records: list[CellRecord], summary: dict, csv_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
+    """The per-cell CSV and the JSON summary, each written whole or not at all."""
+    from .checkpoint import atomic_write
+
+    atomic_write(csv_path, lambda tmp: write_table(records, tmp))
+    atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1)))
 

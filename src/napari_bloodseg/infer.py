@@ -264,7 +264,7 @@ class Segmentation:
         return self.rbc_diameter_estimated and (self.rbc_cells_measured or 0) < RELIABLE_RBC_COUNT
 
     def rbc_diameter_text(self) -> str:
-        """e.g. '36.5 px (estimated from 38 cells)' or '72.0 px (given)'."""
+        """e.g. '36.5 px (estimated from 38 isolated cells)' or '72.0 px (given)'."""
         if not self.rbc_diameter_estimated:
             return f"{self.rbc_diameter:.1f} px (given)"
         n = self.rbc_cells_measured or 0
