@@ -531,3 +531,82 @@ def test_real_sources_smoke(real_data, tmp_path, monkeypatch, fmt, folder, diame
         rgb, mask = s.load()
         assert mask.any() and rgb.shape[:2] == mask.shape
         assert s.licence == importers.LICENCES[fmt]
+
+
+# ----------------------------------------------------------------------------- splits of small sources
+
+
+def test_stratified_splits_fill_every_split_and_keep_prefixes():
+    from napari_bloodseg.bank.store import stratified_splits
+
+    assert stratified_splits(3) == ["train", "val", "test"]
+    assert Counter(stratified_splits(20)) == {"train": 16, "val": 2, "test": 2}
+    assert Counter(stratified_splits(100)) == {"train": 80, "val": 10, "test": 10}
+    assert stratified_splits(40)[:20] == stratified_splits(20)  # growing a series moves nothing
+
+
+def test_default_procedural_bank_synthesizes_every_split(tmp_path, capsys):
+    from napari_bloodseg.cli import main
+
+    bank_dir = tmp_path / "B"
+    assert main(["bank", "procedural", "--bank", str(bank_dir)]) == 0
+    counts = Bank.open(bank_dir).counts()
+    for cls in range(1, 10):
+        assert [counts[(cls, "procedural", sp)] for sp in ("train", "val", "test")] == [16, 2, 2]
+    assert main(["synth", "--bank", str(bank_dir), "--out", str(tmp_path / "S"), "--train", "4", "--val", "2",
+                 "--test", "2", "--workers", "1", "-q"]) == 0, capsys.readouterr().err
+    assert len(list((tmp_path / "S" / "test" / "images").iterdir())) == 2
+
+
+def _groups_hashing_to(split: str, n: int, prefix: str) -> list[str]:
+    out, i = [], 0
+    while len(out) < n:
+        if assign_split(f"{prefix}{i}") == split:
+            out.append(f"{prefix}{i}")
+        i += 1
+    return out
+
+
+def test_balance_splits_moves_whole_source_images(tmp_path):
+    bank = Bank.create(tmp_path / "bank")
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:6, 2:6] = (200, 100, 150, 255)
+    kw = dict(licence="MIT", source_rbc_diameter_px=36.0, scale_factor=1.0)
+    groups = _groups_hashing_to("train", 5, "lab:field")  # five fields, all hashed to train
+    for g in groups:
+        for i in range(2):
+            bank.add(rgba, "neutrophil", source="lab", source_file=g, index=i, group=g, **kw)
+        bank.add(rgba, "healthy RBC", source="lab", source_file=g, index=9, group=g, **kw)
+        bank.add(rgba, "lymphocyte", source="lab-masks", source_file=g, index=0, group=g, **kw)  # same fields, other importer
+    few = _groups_hashing_to("train", 2, "few:")  # two fields only: cannot fill three splits
+    for g in few:
+        bank.add(rgba, "basophil", source="few", source_file=g, index=0, group=g, **kw)
+    bank.save()
+    before = {s.sample_id: s.split for s in bank.samples()}
+    assert set(before.values()) == {"train"}
+    moved = bank.balance_splits(["lab"])
+    assert moved == 2 * 4  # one field to val, one to test, each with its 4 samples
+    for cls in ("neutrophil", "healthy RBC"):
+        assert {s.split for s in bank.samples(cls, source="lab")} == {"train", "val", "test"}
+    for g in groups:  # a field's crops, whatever their source, stay together
+        assert len({s.split for s in bank.samples() if s.group == g}) == 1
+    assert {s.split for s in bank.samples(source="few")} == {"train"}
+    assert bank.balance_splits() == 0  # nothing left to do
+    bank.save()
+    # the same bank balanced again from scratch makes the same choice
+    again = Bank.create(tmp_path / "bank2")
+    for s in Bank.open(tmp_path / "bank").samples():
+        again.add(s.load_rgba(), s.class_id, source=s.source, source_file=s.source_file, index=0, group=s.group,
+                  split="train", sample_id=s.sample_id, **kw)
+    again.balance_splits(["lab"])
+    assert {s.sample_id: s.split for s in again.samples()} == {s.sample_id: s.split for s in bank.samples()}
+
+
+def test_import_of_few_source_images_fills_every_split(tmp_path):
+    src = tmp_path / "mine"
+    for i in range(3):
+        _write(src / "healthy_rbc" / f"r{i}.png", draw_rbc_crop(seed=i)[0])
+    rep = run_import("folder", src, tmp_path / "bank", rbc_diameter=48)
+    assert sorted(s.split for s in Bank.open(tmp_path / "bank").samples()) == ["test", "train", "val"]
+    assert (rep.moved > 0) == ("moved" in rep.summary())
+    assert run_import("folder", src, tmp_path / "bank", rbc_diameter=48).moved == 0

@@ -90,7 +90,7 @@ from .scale import (
     measure_rbc_diameter,
     rescale_rgba,
 )
-from .store import Bank, Sample, make_sample_id
+from .store import Bank, Sample, make_sample_id, stratified_splits
 
 
 class ImportFormat(str, Enum):
@@ -166,6 +166,7 @@ class ImportReport:
     skipped: Counter = field(default_factory=Counter)  # note → count (not rejections)
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    moved: int = 0  # samples moved to another split so every split has every class (Bank.balance_splits)
 
     @property
     def n_added(self) -> int:
@@ -181,6 +182,8 @@ class ImportReport:
             )
         per = ", ".join(f"{CLASS_NAMES[c]} {n}" for c, n in sorted(self.added.items()))
         lines.append(f"  added {self.n_added}" + (f" ({per})" if per else "") + f"; already in bank {self.already}")
+        if self.moved:
+            lines.append(f"  moved {self.moved} samples (whole source images) to fill empty val/test/train splits")
         if self.rejected:
             rej = ", ".join(f"{r}: {n}" for r, n in self.rejected.most_common())
             lines.append(f"  rejected {sum(self.rejected.values())} ({rej})")
@@ -1040,6 +1043,7 @@ def run_import(
     try:
         for res in _execute(todo, jobs, progress, f"import {f.value}"):
             _add_result(b, res, plan.sources, report)
+        report.moved = b.balance_splits(plan.sources)
     finally:
         b.save()
     report.seconds = time.perf_counter() - t0
@@ -1075,7 +1079,9 @@ PROCEDURAL_CLASSES: tuple[int, ...] = tuple(int(c) for c in BloodClass if c != B
 
 def import_procedural(bank: Bank, per_class: int = 20, seed: int = 0) -> ImportReport:
     """Add ``per_class`` rendered cells of every cell class (source 'procedural', synthetic=1,
-    licence BSD-3-Clause), deterministic in ``seed``. Each sample is its own split group."""
+    licence BSD-3-Clause), deterministic in ``seed``. Each sample is its own split group; the
+    cells of each class are split by :func:`stratified_splits` (80/10/10, and every split has every
+    class from three per class on)."""
     from ..render import render_cell  # the project's renderer
 
     if per_class < 1:
@@ -1085,6 +1091,7 @@ def import_procedural(bank: Bank, per_class: int = 20, seed: int = 0) -> ImportR
     scale = ScaleEstimate(TARGET_RBC_DIAMETER, 0, "rendered at the bank scale")
     info = SourceInfo(source, LICENCES["procedural"], scale)
     report = ImportReport("procedural", "napari_bloodseg.render", {source: info})
+    splits = stratified_splits(per_class)
     for cls in PROCEDURAL_CLASSES:
         for i in range(per_class):
             key = f"seed={seed}/{CLASS_NAMES[cls]}"
@@ -1097,11 +1104,12 @@ def import_procedural(bank: Bank, per_class: int = 20, seed: int = 0) -> ImportR
             s = bank.add(
                 rgba, cls, source=source, source_file=key, index=i, licence=info.licence,
                 source_rbc_diameter_px=TARGET_RBC_DIAMETER, scale_factor=1.0,
-                group=f"{source}:{seed}:{cls}:{i}", synthetic=True,
+                group=f"{source}:{seed}:{cls}:{i}", synthetic=True, split=splits[i],
             )
             report.files += 1
             if s is not None:
                 report.added[cls] += 1
+    report.moved = bank.balance_splits([source])  # banks made before splits were stratified
     bank.save()
     report.seconds = time.perf_counter() - t0
     return report

@@ -10,6 +10,7 @@ Layout::
 twice adds nothing twice. The split is a hash of the *group* (the source image a crop comes from,
 prefixed by its data set, e.g. ``bccd:BloodImage_00001``): crops of one image never land in two
 splits, even when two importers read the same fields (BCCD boxes and BCCD WBC masks).
+:meth:`Bank.balance_splits` then moves whole groups where a class of a source lacks a split.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -74,6 +76,23 @@ def assign_split(group: str, fractions: tuple[float, float, float] = DEFAULT_FRA
     if u < (fractions[0] + fractions[1]) / total:
         return "val"
     return "test"
+
+
+def stratified_splits(n: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> list[Split]:
+    """Splits of ``n`` items of a series without source images (e.g. the rendered cells of one
+    class): items 0, 1, 2 go to train, val, test, each later one to the split furthest below its
+    share so far. Every prefix of three or more items has all splits; item i's split does not
+    depend on ``n``, so growing the series keeps the earlier items where they were."""
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers (train, val, test), got {fractions}")
+    total = float(sum(fractions))
+    counts = [0, 0, 0]
+    out: list[Split] = []
+    for i in range(max(0, n)):
+        k = i if i < 3 else max(range(3), key=lambda j: ((i + 1) * fractions[j] / total - counts[j], -j))
+        counts[k] += 1
+        out.append(SPLITS[k])  # type: ignore[arg-type]
+    return out
 
 
 @dataclass
@@ -312,6 +331,55 @@ class Bank:
                 wr.writerow(s.row())
         os.replace(tmp, self.root / MANIFEST)
         self._dirty = False
+
+    def balance_splits(self, sources: Iterable[str] | None = None) -> int:
+        """Give every (class, source) with three or more source groups at least one group in each
+        split; returns the number of samples moved.
+
+        Hash splits of a few groups can leave a split empty. Whole groups are moved (every sample
+        of the group, whatever its class or source, so crops of one source image stay in one
+        split), from the split holding most of the pair's groups, in SHA-1 order of the group
+        name, and never when the move would empty a split of another (class, source) with three
+        or more groups. Deterministic for a given bank. ``sources``: only these (default: all).
+        """
+        by_group: dict[str, list[Sample]] = {}
+        where: dict[tuple[int, str], dict[str, set[str]]] = {}  # (class, source) → split → groups
+        for s in self._samples.values():
+            by_group.setdefault(s.group, []).append(s)
+            where.setdefault((s.class_id, s.source), {sp: set() for sp in SPLITS})[s.split].add(s.group)
+        wanted = None if sources is None else set(sources)
+
+        def n_groups(pair: tuple[int, str]) -> int:
+            return len(set().union(*where[pair].values()))
+
+        def can_move(group: str, donor: str) -> bool:
+            for pair in {(m.class_id, m.source) for m in by_group[group]}:
+                if n_groups(pair) >= 3 and not where[pair][donor] - {group}:
+                    return False
+            return True
+
+        moved = 0
+        for pair in sorted(p for p in where if wanted is None or p[1] in wanted):
+            if n_groups(pair) < 3:
+                continue
+            for target in SPLITS:
+                have = where[pair]
+                if have[target]:
+                    continue
+                donors = sorted((sp for sp in SPLITS if len(have[sp]) >= 2), key=lambda sp: (-len(have[sp]), SPLITS.index(sp)))
+                for donor in donors:
+                    cands = sorted(have[donor], key=lambda g: hashlib.sha1(g.encode()).hexdigest())
+                    group = next((g for g in cands if can_move(g, donor)), None)
+                    if group is None:
+                        continue
+                    for m in by_group[group]:
+                        where[(m.class_id, m.source)][m.split].discard(group)
+                        m.split = target
+                        where[(m.class_id, m.source)][target].add(group)
+                    moved += len(by_group[group])
+                    self._dirty = True
+                    break
+        return moved
 
     # -- statistics
     def counts(self) -> Counter:
