@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from enum import Enum
@@ -154,6 +155,9 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
+            n = int((~finite).any(axis=-1).sum())
+            warnings.warn(f"{n} of {finite.shape[0] * finite.shape[1]} pixels had NaN or infinite values; "
+                          "they were set to 0 (black) before segmenting", UserWarning, stacklevel=2)
             arr = np.where(finite, arr, 0)
         hi = float(arr.max()) if arr.size else 1.0
         scale = 1.0 if hi <= 1.0 else (255.0 if hi <= 255.0 else hi)
