@@ -48,6 +48,9 @@ CLASSES: tuple[ClassInfo, ...] = (
 
 NUM_CLASSES = len(CLASSES)
 IGNORE_INDEX = 255
+# Partial labels for training on real fields annotated with boxes only (never in user masks):
+SOME_WBC = 250  # a white cell whose type the source does not give
+NOT_WBC = 251  # anything but a white cell (glass, RBC, platelet, debris)
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 CLASS_COLORS = np.array([c.color for c in CLASSES], dtype=np.uint8)  # (10, 3)
 
@@ -60,6 +63,10 @@ WBC_CLASSES = (
 )
 RBC_CLASSES = (BloodClass.INFECTED_RBC, BloodClass.HEALTHY_RBC)
 PLATELET_CLASSES = (BloodClass.THROMBOCYTE, BloodClass.PLATELET_CLUMP)
+PARTIAL_LABELS: dict[int, tuple[int, ...]] = {
+    SOME_WBC: tuple(int(c) for c in WBC_CLASSES),
+    NOT_WBC: tuple(int(c) for c in BloodClass if c not in WBC_CLASSES),
+}
 
 # The reference work's colour-coded maps use slightly different colours, plus blue for 'partial WBC'.
 REFERENCE_COLORS: dict[tuple[int, int, int], int] = {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classes import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from .classes import CLASS_NAMES, NUM_CLASSES
 
 
 def confusion_matrix(pred: np.ndarray, truth: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """cm[t, p] = pixels of true class t predicted as p; ignore (255) pixels left out."""
+    """cm[t, p] = pixels of true class t predicted as p; ignore (255) and partial-label pixels left out."""
     pred, truth = np.asarray(pred).ravel(), np.asarray(truth).ravel()
-    keep = truth != IGNORE_INDEX
+    keep = truth < num_classes
     idx = truth[keep].astype(np.int64) * num_classes + pred[keep].astype(np.int64)
     return np.bincount(idx, minlength=num_classes**2).reshape(num_classes, num_classes)
 

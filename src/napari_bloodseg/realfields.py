@@ -35,8 +35,10 @@ ZHENG_TYPES = {1: BloodClass.NEUTROPHIL, 2: BloodClass.LYMPHOCYTE, 3: BloodClass
 
 # Healthy-RBC diameters (px) of sources whose fields have no RBC boxes, measured by hand on their
 # images (circles of this size drawn over the cells): Chula 41, wbc_rpi 38, pig_wbc 13 (100x
-# through a phone eyepiece), Zheng DS2 72.4; Zheng DS1 is calibrated from neutrophil size.
-SOURCE_RBC_DIAMETER = {"chula": 41.0, "wbc_rpi": 38.0, "pig_wbc": 13.0, "zheng2": 72.4}
+# through a phone eyepiece), Zheng DS2 72.4; Zheng DS1 is calibrated from neutrophil size. BCCD and
+# bcd_draaslan fields with fewer than 3 clean RBC boxes take their source's median over boxes.
+SOURCE_RBC_DIAMETER = {"chula": 41.0, "wbc_rpi": 38.0, "pig_wbc": 13.0, "zheng2": 72.4, "bccd": 104.0,
+                       "bcd_draaslan": 53.8}
 
 # wbc_rpi slides are mostly of one WBC type each (B-, E-, L-, M-, N- prefixes): these are held out,
 # two or more per type, so the benchmark scores every type on slides never trained on
@@ -166,7 +168,7 @@ def read_bccd(data: Path) -> Iterator[RealField]:
         yield RealField("bccd", img.stem, img, group, assign_split(group), wbc_boxes=wbc,
                         wbc_types=[t if len(wbc) == 1 else None for _ in wbc], rbc_boxes=rbc,
                         platelet_boxes=boxes.get("Platelets", []),
-                        rbc_diameter=_median_box_diameter(rbc, _image_size(img)))
+                        rbc_diameter=_median_box_diameter(rbc, _image_size(img)) or SOURCE_RBC_DIAMETER["bccd"])
 
 
 def read_bccd_wbc_masks(data: Path) -> Iterator[RealField]:
@@ -184,6 +186,7 @@ def read_bccd_wbc_masks(data: Path) -> Iterator[RealField]:
                 d = _median_box_diameter(_voc_boxes(voc / f"{img.stem}.xml").get("RBC", []), _image_size(img))
             except ET.ParseError:
                 d = None
+        d = d or SOURCE_RBC_DIAMETER["bccd"]
         group = f"bccd:{img.stem}"
         yield RealField("bccd_wbc_masks", img.stem, img, group, assign_split(group), mask_path=mask,
                         wbc_type=types.get(img.stem), rbc_diameter=d)
@@ -305,7 +308,7 @@ def read_bcd_draaslan(data: Path) -> Iterator[RealField]:
         group = f"bcd_draaslan:{img.stem}"
         yield RealField("bcd_draaslan", img.stem, img, group, assign_split(group), wbc_boxes=wbc,
                         wbc_types=[None] * len(wbc), rbc_boxes=rbc, rbc_complete=True,
-                        rbc_diameter=_median_box_diameter(rbc, (h, w)))
+                        rbc_diameter=_median_box_diameter(rbc, (h, w)) or SOURCE_RBC_DIAMETER["bcd_draaslan"])
 
 
 READERS = {

@@ -16,17 +16,31 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .augment import AugmentLevel, augment_level, augment_pair
 from .checkpoint import ModelInfo, atomic_write, load_checkpoint, save_checkpoint
 from .classes import IGNORE_INDEX, NUM_CLASSES
+from .losses import PartialCrossEntropy
 from .metrics import confusion_matrix, scores
 from .model import TILE, UNet
 
 
 # ----------------------------------------------------------------------------- data
-class FolderDataset(Dataset):
-    """A synthesized or exported split: ``images/<id>.png`` with ``masks/<id>.png`` (class ids)."""
+Augment = bool | str | AugmentLevel  # True: the wide randomisation, False: none
 
-    def __init__(self, root: str | Path, augment: bool = False):
+
+def _level(augment: Augment) -> AugmentLevel:
+    if isinstance(augment, bool):
+        return AugmentLevel.WIDE if augment else AugmentLevel.NONE
+    return augment_level(augment)
+
+
+class FolderDataset(Dataset):
+    """A synthesized or exported split: ``images/<id>.png`` with ``masks/<id>.png`` (class ids).
+
+    Images larger than a tile (whole real fields) give a random tile-sized window per access when
+    augmenting (else the centre); ``repeat`` lists each pair that many times per epoch."""
+
+    def __init__(self, root: str | Path, augment: Augment = False, repeat: int = 1):
         self.root = Path(root)
         img_dir, mask_dir = self.root / "images", self.root / "masks"
         if not img_dir.is_dir() or not mask_dir.is_dir():
@@ -34,29 +48,30 @@ class FolderDataset(Dataset):
         self.items = [(p, mask_dir / f"{p.stem}.png") for p in sorted(img_dir.glob("*.png")) if (mask_dir / f"{p.stem}.png").is_file()]
         if not self.items:
             raise ValueError(f"{self.root}: no image/mask pairs found")
-        self.augment = augment
+        self.augment = _level(augment)
+        self.repeat = max(1, int(repeat))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.repeat
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         import imageio.v3 as iio
 
-        img = np.asarray(iio.imread(self.items[i][0]))[..., :3]
-        mask = np.asarray(iio.imread(self.items[i][1]))
+        img_path, mask_path = self.items[i % len(self.items)]
+        img = np.asarray(iio.imread(img_path))[..., :3]
+        mask = np.asarray(iio.imread(mask_path))
         if mask.ndim == 3:
             mask = mask[..., 0]
-        img, mask = _fit_tile(img, mask)
-        if self.augment:
-            img, mask = augment_pair(img, mask, np.random.default_rng())
-        return img, mask
+        rng = np.random.default_rng()
+        img, mask = _fit_tile(img, mask, rng=rng if self.augment is not AugmentLevel.NONE else None)
+        return augment_pair(img, mask, rng, self.augment)
 
 
 class RenderedDataset(Dataset):
     """Tiles drawn by the procedural renderer: index → seed, so every worker sees the same data."""
 
-    def __init__(self, n: int, seed: int = 0, size: int = TILE, augment: bool = False):
-        self.n, self.seed, self.size, self.augment = n, seed, size, augment
+    def __init__(self, n: int, seed: int = 0, size: int = TILE, augment: Augment = False):
+        self.n, self.seed, self.size, self.augment = n, seed, size, _level(augment)
 
     def __len__(self) -> int:
         return self.n
@@ -79,39 +94,36 @@ class RenderedDataset(Dataset):
                 if not big:
                     raise
                 counts[big[0]] -= 1
-        img, mask = s.image, s.mask
-        if self.augment:
-            img, mask = augment_pair(img, mask, rng)
-        return img, mask
+        return augment_pair(s.image, s.mask, rng, self.augment)
 
 
 class CachedDataset(Dataset):
     """Holds a dataset's items in memory (rendered or decoded once); augments afresh on each access."""
 
-    def __init__(self, base: Dataset, augment: bool = False):
+    def __init__(self, base: Dataset, augment: Augment = False):
         self.items = [base[i] for i in range(len(base))]
-        self.augment = augment
+        self.augment = _level(augment)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img, mask = self.items[i]
-        return augment_pair(img, mask, np.random.default_rng()) if self.augment else (img, mask)
+        return augment_pair(img, mask, np.random.default_rng(), self.augment)
 
 
 class AugmentedDataset(Dataset):
-    """Flips, rotations and colour jitter on top of another dataset's (image, mask) pairs."""
+    """Augmentation (see :mod:`augment`) on top of another dataset's (image, mask) pairs."""
 
-    def __init__(self, base: Dataset):
-        self.base = base
+    def __init__(self, base: Dataset, augment: Augment = True):
+        self.base, self.augment = base, _level(augment)
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         img, mask = self.base[i]
-        return augment_pair(img, mask, np.random.default_rng())
+        return augment_pair(img, mask, np.random.default_rng(), self.augment)
 
     def grouped_order(self, epoch: int = 0) -> list[int]:
         return self.base.grouped_order(epoch)
@@ -134,28 +146,21 @@ class _EpochOrder(torch.utils.data.Sampler):
         return len(self.dataset)
 
 
-def _fit_tile(img: np.ndarray, mask: np.ndarray, size: int = TILE) -> tuple[np.ndarray, np.ndarray]:
-    """Pad (mask → ignore) or centre-crop to size x size so any pair can be batched."""
+def _fit_tile(img: np.ndarray, mask: np.ndarray, size: int = TILE,
+              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pad (mask → ignore) or crop to size x size so any pair can be batched: the centre, or a
+    random window when ``rng`` is given."""
     h, w = mask.shape
     if h < size or w < size:
         ph, pw = max(0, size - h), max(0, size - w)
         img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect")
         mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
         h, w = mask.shape
-    y, x = (h - size) // 2, (w - size) // 2
+    if rng is not None:
+        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    else:
+        y, x = (h - size) // 2, (w - size) // 2
     return img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
-
-
-def augment_pair(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Flips, 90° rotations and a mild colour jitter (stains vary between labs)."""
-    k = int(rng.integers(4))
-    img, mask = np.rot90(img, k), np.rot90(mask, k)
-    if rng.random() < 0.5:
-        img, mask = img[:, ::-1], mask[:, ::-1]
-    gain = rng.uniform(0.9, 1.1, 3)
-    bias = rng.uniform(-12, 12, 3)
-    img = np.clip(img.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
 
 
 def _collate(batch):
@@ -169,7 +174,7 @@ def class_pixel_counts(dataset: Dataset, max_items: int = 200) -> np.ndarray:
     step = max(1, len(dataset) // max_items)
     for i in range(0, len(dataset), step):
         m = dataset[i][1]
-        counts += np.bincount(m[m != IGNORE_INDEX].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
+        counts += np.bincount(m[m < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)[:NUM_CLASSES]
     return counts
 
 
@@ -323,7 +328,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=config.lr_at(state.epoch))
     if resume and state_path.is_file():
         opt.load_state_dict(saved["optimizer"])
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), ignore_index=IGNORE_INDEX)
+    loss_fn = PartialCrossEntropy(weights).to(device)
     g = torch.Generator().manual_seed(config.seed)
     if ddp:
         sampler = torch.utils.data.DistributedSampler(train_set, shuffle=True, seed=config.seed)
@@ -367,7 +372,7 @@ def train(
             else:
                 loss.backward()
                 opt.step()
-            valid = masks != IGNORE_INDEX
+            valid = masks < NUM_CLASSES
             tot_loss += loss.detach() * len(imgs)
             tot_n += len(imgs)
             tot_correct += ((logits.argmax(1) == masks) & valid).sum()

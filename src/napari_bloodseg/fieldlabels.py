@@ -1,0 +1,113 @@
+"""Training labels derived from annotated real fields (boxes, points), for whole-field training.
+
+Real fields teach what composites cannot: the glass, stain, optics and camera of other labs. Their
+annotations are boxes or points, so the label map is partial:
+- glass far from any cell → background; cell bodies outside WBC boxes → healthy RBC (none of
+  these sources has malaria) or, for small purple bodies, ``NOT_WBC`` (platelet or debris);
+- inside a WBC box, the WBC extracted by the bank's own mask extraction → its type, or
+  ``SOME_WBC`` when the source gives no type; the rest of the box → ignore;
+- cell edges and anything unsure → ignore (255).
+The field is first rescaled to the training scale (healthy RBC 36 px) from its truth diameter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import filters, measure, morphology
+
+from .bank import masks as M
+from .classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, BloodClass
+from .realfields import RealField
+
+TRAIN_RBC_DIAMETER = 36.0
+
+
+def _resize(arr: np.ndarray, h: int, w: int, smooth: bool) -> np.ndarray:
+    from PIL import Image
+
+    method = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), method))
+
+
+def optical_density(rgb: np.ndarray, d: float) -> np.ndarray:
+    """Per-channel optical density against the local glass brightness (the brightest level
+    within about two RBC diameters, smoothed): flat-fields vignetting and uneven light."""
+    f = ndi.gaussian_filter(rgb.astype(np.float32), (1, 1, 0)) + 1.0
+    size = max(5, int(2 * d) | 1)
+    small = max(1, int(d / 6))
+    sub = f[::small, ::small]
+    glass = np.stack([ndi.maximum_filter(sub[..., c], size=max(3, size // small)) for c in range(3)], -1)
+    glass = ndi.gaussian_filter(glass, (max(1.0, d / small / 2),) * 2 + (0,))
+    glass = np.repeat(np.repeat(glass, small, 0), small, 1)[: f.shape[0], : f.shape[1]]
+    return np.log(np.maximum(glass, f) / f)
+
+
+def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = TRAIN_RBC_DIAMETER) -> np.ndarray:
+    """Partial class map of an RGB field at RBC diameter ``d`` px with its WBC boxes (see module doc)."""
+    h, w = rgb.shape[:2]
+    out = np.full((h, w), IGNORE_INDEX, np.uint8)
+    dark = rgb.max(-1) < 35  # eyepiece vignette and black frame: neither glass nor cells
+    od = optical_density(rgb, d)
+    total = od.sum(-1)
+    valid = ~ndi.binary_dilation(dark, iterations=3)
+    try:
+        t = max(0.12, float(filters.threshold_otsu(total[valid])))
+    except ValueError:
+        return out
+    fg = morphology.opening((total > t) & valid, morphology.disk(2))
+    fg = ndi.binary_fill_holes(fg)
+    # glass only where clearly clear: pale cells lie between glass and the threshold (left unlabelled)
+    glass = ndi.binary_erosion((total < 0.45 * t) & ~fg & valid, iterations=max(2, int(0.08 * d)))
+    out[glass | ndi.binary_erosion(dark, iterations=3)] = BloodClass.BACKGROUND
+    # nuclei and platelet granules absorb red; RBCs hardly do
+    red = od[..., 0]
+    purple = (red > max(0.25, 2.5 * float(np.median(red[fg])) if fg.any() else 0.25)) & fg
+    purple = morphology.remove_small_objects(purple, max_size=3)
+    rbc_area = np.pi * (d / 2) ** 2
+    inner = ndi.binary_erosion(fg, iterations=max(1, int(0.06 * d)))
+    in_box = np.zeros((h, w), bool)
+    for r0, c0, r1, c1 in wbc_boxes:
+        m = 0.35 * d  # boxes are drawn loosely
+        in_box[max(0, int(r0 - m)) : int(np.ceil(r1 + m)), max(0, int(c0 - m)) : int(np.ceil(c1 + m))] = True
+    lb = measure.label(fg & ~in_box)
+    for r in measure.regionprops(lb):
+        rr, cc = r.coords[:, 0], r.coords[:, 1]
+        body = inner[rr, cc]
+        big = r.area >= 0.35 * rbc_area and purple[rr, cc].mean() < 0.3
+        out[rr[body], cc[body]] = BloodClass.HEALTHY_RBC if big else NOT_WBC
+    # purple bodies outside WBC boxes: platelets (or unboxed debris), not WBCs
+    out[ndi.binary_dilation(purple, iterations=2) & ~in_box & (out != BloodClass.BACKGROUND)] = NOT_WBC
+    out[in_box] = IGNORE_INDEX
+    for (r0, c0, r1, c1), t_ in zip(wbc_boxes, wbc_types):
+        m = 0.35 * d
+        y0, x0 = max(0, int(r0 - m)), max(0, int(c0 - m))
+        y1, x1 = min(h, int(np.ceil(r1 + m))), min(w, int(np.ceil(c1 + m)))
+        if y1 - y0 < 8 or x1 - x0 < 8:
+            continue
+        ex = M.extract_wbc(rgb[y0:y1, x0:x1], rbc_diameter=d, max_border=0.3)
+        if not ex.ok:
+            continue
+        cell = ndi.binary_erosion(ex.mask, iterations=1)
+        if not cell.any():
+            continue
+        cy, cx = np.argwhere(cell).mean(0) + (y0, x0)
+        if not (r0 <= cy <= r1 and c0 <= cx <= c1):  # the box holds another cell than the one found
+            continue
+        region = out[y0:y1, x0:x1]
+        region[cell] = int(t_) if t_ is not None else SOME_WBC
+    return out
+
+
+def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB, partial class map) of a real field rescaled to RBC diameter ``d``."""
+    if not field.rbc_diameter:
+        raise ValueError(f"{field.source}:{field.name} has no RBC diameter to rescale by")
+    rgb = field.image()
+    s = d / field.rbc_diameter
+    h, w = rgb.shape[:2]
+    nh, nw = max(8, round(h * s)), max(8, round(w * s))
+    if (nh, nw) != (h, w):
+        rgb = _resize(rgb, nh, nw, smooth=True)
+    boxes = [tuple(v * s for v in b) for b in field.wbc_boxes]
+    return rgb, derive_labels(rgb, boxes, field.wbc_types, d)

@@ -1,0 +1,45 @@
+"""Training losses."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .classes import NUM_CLASSES, PARTIAL_LABELS
+
+
+class PartialCrossEntropy(nn.Module):
+    """Class-weighted softmax cross-entropy that also learns from partial labels.
+
+    A pixel labelled with a class id is ordinary weighted cross-entropy; a pixel labelled with a
+    code of :data:`classes.PARTIAL_LABELS` (e.g. 'some WBC', 'not a WBC') costs -log of the summed
+    probability of the classes the code allows, weighted by the smallest weight among them;
+    255 is ignored. The mean is over the summed weights, as in ``nn.CrossEntropyLoss``, so with no
+    partial labels the two agree.
+    """
+
+    def __init__(self, weight: torch.Tensor | None = None):
+        super().__init__()
+        w = torch.ones(NUM_CLASSES) if weight is None else weight.float()
+        self.register_buffer("weight", w)
+        self.partial = {code: torch.tensor(members) for code, members in PARTIAL_LABELS.items()}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits.float(), dim=1)
+        full = target < NUM_CLASSES
+        t = torch.where(full, target, torch.zeros_like(target))
+        w = self.weight[t] * full
+        num = -(logp.gather(1, t.unsqueeze(1)).squeeze(1) * w).sum()
+        den = w.sum()
+        for code, members in self.partial.items():
+            sel = target == code
+            if not bool(sel.any()):
+                continue
+            members = members.to(logits.device)
+            lp = torch.logsumexp(logp.index_select(1, members), dim=1)
+            wc = self.weight[members].min()
+            num = num - (lp[sel] * wc).sum()
+            den = den + wc * sel.sum()
+        return num / den.clamp_min(1e-8)
+
+
