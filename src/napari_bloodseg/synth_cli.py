@@ -26,22 +26,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--procedural", action="store_true", help="use rendered sprites (render.render_cell) instead of a bank")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty; see --overwrite)")
     p.add_argument("--preset", choices=["small", "reference"], default="small",
-                   help="image counts: small = 200/40/40, reference = 65350/6560/6560 (the reference work's)")
-    p.add_argument("--train", type=count, default=None, metavar="N", help="training images (overrides the preset)")
-    p.add_argument("--val", type=count, default=None, metavar="N", help="validation images (overrides the preset)")
-    p.add_argument("--test", type=count, default=None, metavar="N", help="test images (overrides the preset)")
-    p.add_argument("--seed", type=count, default=0, metavar="S", help="random seed (default 0)")
+                   help="image counts train/val/test: small = 200/40/40, reference = 65350/6560/6560 (the reference work's) "
+                        "(default: %(default)s)")
+    p.add_argument("--train", type=count, default=None, metavar="N", help="training images (default: the preset's)")
+    p.add_argument("--val", type=count, default=None, metavar="N", help="validation images (default: the preset's)")
+    p.add_argument("--test", type=count, default=None, metavar="N", help="test images (default: the preset's)")
+    p.add_argument("--seed", type=count, default=0, metavar="S", help="random seed; the same seed gives byte-identical output (default: %(default)s)")
     p.add_argument("--workers", type=positive_int, default=min(os.cpu_count() or 1, 8), metavar="N",
-                   help="worker processes (default: CPU count, at most 8); output does not depend on it")
+                   help="worker processes; output does not depend on it (default: CPU count, at most 8: %(default)s here)")
     p.add_argument("--allow-missing", action="store_true",
-                   help="synthesize even if the bank lacks some classes in some splits (they are left out)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthesized set in --out")
+                   help="synthesize even if the bank lacks some classes in some splits (they are left out; default: refuse)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthesized set in --out (default: refuse)")
     p.add_argument("--per-class", type=positive_int, default=16, metavar="N",
-                   help="--procedural: sprites per class and split (default 16)")
-    p.add_argument("--plain", action="store_true", help="turn the realism knobs off (no stain/colour jitter, gradient, blur, noise, scale jitter)")
-    p.add_argument("--field-size", type=positive_int, default=None, metavar="PX", help="RBC background field size (default 1000)")
-    p.add_argument("--crops-per-field", type=positive_int, default=None, metavar="N", help="tiles cropped from each field (default 32)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+                   help="--procedural: sprites per class and split (default: %(default)s)")
+    p.add_argument("--plain", action="store_true", help="turn the realism knobs off: no stain/colour jitter, gradient, blur, noise, scale jitter (default: on)")
+    p.add_argument("--field-size", type=positive_int, default=None, metavar="PX", help="side of the square RBC background fields tiles are cropped from (default: 1000)")
+    p.add_argument("--crops-per-field", type=positive_int, default=None, metavar="N", help="tiles cropped from each background field (default: 32)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no closing summary line")
     p.set_defaults(func=cmd_synth)
     return p
 

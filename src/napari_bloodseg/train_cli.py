@@ -137,40 +137,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a U-Net on a synthesized set")
+    t = sub.add_parser("train", help="train a U-Net on a synthesized set",
+                       description="Class-weighted cross-entropy, Adam, flips/rotations/colour jitter. Keeps "
+                       "RUN/best.safetensors (best validation mIoU), last.safetensors, state.pt and history.json.")
     t.add_argument("--data", required=True, help="folder with train/ and val/ (from `bloodseg synth`), corrected pairs, "
                    f"a sample bank (tiles composed on the fly), or '{PROCEDURAL}'")
     t.add_argument("--out", required=True, metavar="RUN", help="run folder: best/last checkpoints, state, history")
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate for the first --lr-drop-epoch epochs")
-    t.add_argument("--lr-late", type=float, default=1e-4, help="learning rate afterwards")
-    t.add_argument("--lr-drop-epoch", type=int, default=5)
-    t.add_argument("--width", type=int, default=32, help="first-level channels (32 = reference U-Net)")
-    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    t.add_argument("--workers", type=int, default=0, help="data loader processes")
+    t.add_argument("--epochs", type=int, default=20, metavar="N", help="passes over the training set (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=8, metavar="N", help="tiles per optimizer step (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=1e-3,
+                   help="learning rate for the first --lr-drop-epoch epochs (default: %(default)s)")
+    t.add_argument("--lr-late", type=float, default=1e-4, help="learning rate afterwards (default: %(default)s)")
+    t.add_argument("--lr-drop-epoch", type=int, default=5, metavar="N",
+                   help="epoch after which --lr-late is used (default: %(default)s)")
+    t.add_argument("--width", type=int, default=32,
+                   help="first-level channels; 32 = the reference U-Net, 16 = the shipped model (default: %(default)s)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
+    t.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="data loader processes; 0 loads in the training process (default: %(default)s)")
     t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--init", default=None, metavar="CKPT", help="start from this checkpoint (fine-tuning)")
-    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    t.add_argument("--no-augment", action="store_true")
+                   help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32 (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, help="random seed for weights, order and augmentation (default: %(default)s)")
+    t.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from this checkpoint, e.g. to fine-tune (default: random weights)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
+    t.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter (default: augment)")
     t.add_argument("--bank-tiles", type=int, default=2000, metavar="N",
-                   help="with a sample bank as --data: tiles composed per epoch (train split samples)")
+                   help="with a sample bank as --data: tiles composed per epoch from train-split samples (default: %(default)s)")
     t.add_argument("--bank-val-tiles", type=int, default=200, metavar="N",
-                   help="with a sample bank as --data: validation tiles (val split samples)")
+                   help="with a sample bank as --data: validation tiles from val-split samples (default: %(default)s)")
     t.add_argument("--procedural-tiles", type=int, default=2000, help=argparse.SUPPRESS)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="pixel accuracy, per-class IoU/Dice, mIoU, confusion matrix")
-    e.add_argument("--model", required=True, metavar="CKPT")
+    e.add_argument("--model", required=True, metavar="CKPT", help="checkpoint (.safetensors) to evaluate")
     e.add_argument("--data", required=True, help=f"a synthesized set (its --split is used) or an images/masks folder, or '{PROCEDURAL}'")
-    e.add_argument("--split", default="test")
-    e.add_argument("--out", default=None, metavar="DIR", help="write evaluation.json and confusion_matrix.png here")
-    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--split", default="test", help="split of a synthesized set to score (default: %(default)s)")
+    e.add_argument("--out", default=None, metavar="DIR",
+                   help="write evaluation.json and confusion_matrix.png here (default: print only)")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default: %(default)s)")
     e.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
-                   help="test-time augmentation: average over a mirror (flip, 2x time) or all 8 flips/rotations (d4, 8x)")
-    e.add_argument("--seed", type=int, default=12345)
+                   help="test-time augmentation: average over a mirror (flip, 2x time) or all 8 flips/rotations "
+                        "(d4, 8x) (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=12345, help=f"random seed of the '{PROCEDURAL}' tiles (default: %(default)s)")
     e.add_argument("--procedural-tiles", type=int, default=100, help=argparse.SUPPRESS)
     e.set_defaults(func=cmd_evaluate)
