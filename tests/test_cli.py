@@ -38,7 +38,8 @@ def test_segment_folder_and_estimated_diameter(tmp_path, tiny_checkpoint, capsys
     rc = main(["segment", str(src), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint)])
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s1_color.png", "s1_labels.png", "s2_color.png", "s2_labels.png"]
-    assert "(estimated from" in capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert "(estimated from" in cap.out + cap.err  # an uncertain estimate is a warning line on stderr
 
 
 def test_uncertain_diameter_estimate_is_flagged(tmp_path, tiny_checkpoint, capsys):
@@ -120,3 +121,97 @@ def test_segment_with_tta(tmp_path, tiny_checkpoint):
     assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
                  "--rbc-diameter", "36", "--tta", "flip", "-q"]) == 0
     assert iio.imread(tmp_path / "o" / "smear_labels.png").shape == (200, 230)
+
+
+def _options(parser, path=()):
+    """(command path, action) of every option of every (sub)command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, path + (name,))
+        elif action.option_strings and action.dest not in ("help", "version"):
+            yield path, action
+
+
+def test_every_option_says_what_it_means_and_its_default():
+    import argparse
+
+    from napari_bloodseg.cli import build_parser
+
+    seen = set()
+    for path, action in _options(build_parser()):
+        seen.add(path)
+        name = f"bloodseg {' '.join(path)} {action.option_strings[-1]}"
+        if action.help == argparse.SUPPRESS:
+            continue
+        assert action.help and len(action.help) > 10, f"{name} has no help"
+        if action.default not in (None, False) and not action.required:
+            assert "%(default)s" in action.help or "default: " in action.help, f"{name} does not give its default"
+    assert {("segment",), ("bank", "import"), ("bank", "procedural"), ("bank", "clumps"), ("bank", "gallery"),
+            ("synth",), ("train",), ("evaluate",)} <= seen
+    help_text = subprocess.run([sys.executable, "-m", "napari_bloodseg.cli", "bank", "procedural", "--help"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "cells rendered per class" in help_text and "(default: 20)" in help_text and "random seed" in help_text
+
+
+def test_run_summary_over_a_folder(tmp_path, capsys):
+    import csv
+    import json
+
+    src = tmp_path / "slide"
+    src.mkdir()
+    _smear(src / "f1.png", (300, 300), seed=1)
+    _smear(src / "f2.png", (300, 260), seed=2)
+    out = tmp_path / "out"
+    args = ["segment", str(src), "--out", str(out), "--rbc-diameter", "36", "--report"]
+    assert main(args) == 0
+    stdout = capsys.readouterr().out
+    assert "run summary" in stdout and "95 % CI" in stdout
+    run = json.loads((out / "summary.json").read_text())
+    per_image = [json.loads((out / f"f{i}_summary.json").read_text()) for i in (1, 2)]
+    assert [r["image"] for r in run["images"]] == ["f1.png", "f2.png"]
+    t = run["total"]
+    assert t["images"] == 2 and t["rbc_total"] == sum(s["rbc_total"] for s in per_image) > 0
+    assert t["wbc_total"] == sum(s["wbc_total"] for s in per_image)
+    assert t["infected_rbc"] == sum(s["infected_rbc"] for s in per_image)
+    lo, hi = t["parasitemia_ci95_percent"]
+    assert lo <= t["parasitemia_percent"] <= hi and hi - lo > 1  # a few hundred RBCs: a wide interval
+    assert any("fewer than 100 WBCs" in f for f in t["flags"]) and any("1,000 RBCs" in f for f in t["flags"])
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["image"] for r in rows] == ["f1.png", "f2.png", "TOTAL"]
+    assert int(rows[-1]["wbc_total"]) == t["wbc_total"] and "WBC" in rows[-1]["flags"]
+    # nothing is replaced without --overwrite; with it, the same folder gives the same report
+    before = (out / "summary.json").read_bytes()
+    (out / "summary.json").unlink()
+    (out / "summary.csv").write_text("mine")
+    assert main(args) == 2
+    assert "summary.csv already exists" in capsys.readouterr().err and (out / "summary.csv").read_text() == "mine"
+    assert not (out / "summary.json").exists()  # refused before any work
+    assert main(args + ["--overwrite", "-q"]) == 0
+    assert (out / "summary.json").read_bytes() == before
+    assert capsys.readouterr().out == ""  # --quiet: no per-image lines
+
+
+def test_uncertain_scale_is_one_line_per_image(tmp_path, tiny_checkpoint, capsys):
+    img = _smear(tmp_path / "crop.png", (90, 90), seed=1)
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "--report"]) == 0
+    cap = capsys.readouterr()
+    lines = [l for l in (cap.out + cap.err).splitlines() if "crop.png" in l]
+    assert len(lines) == 1 and lines[0].startswith("bloodseg: warning:") and "uncertain" in lines[0], lines
+
+
+def test_non_finite_pixels_are_one_warning_line(tmp_path, tiny_checkpoint, capsys):
+    img = render_smear((96, 96), seed=0).image.astype(np.float32) / 255
+    img[:3, :4] = np.nan
+    img[10, 10, 1] = np.inf
+    iio.imwrite(tmp_path / "nan.tif", img)
+    args = ["segment", str(tmp_path / "nan.tif"), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
+            "--rbc-diameter", "36", "-q"]
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    warned = [l for l in err if "NaN" in l]
+    assert len(warned) == 1 and warned[0].startswith("bloodseg: warning:") and "nan.tif" in warned[0]
+    assert "13 of 9216 pixels" in warned[0] and "set to 0" in warned[0]
+    assert iio.imread(tmp_path / "o" / "nan_labels.png").shape == (96, 96)

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
-from .argtypes import positive_float
+from .argtypes import positive_float, positive_int
+
+
+def _warn(text: str) -> None:
+    """One ``bloodseg: warning:`` line on stderr, through tqdm so progress bars stay intact."""
+    from tqdm import tqdm
+
+    tqdm.write(f"bloodseg: warning: {text}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: one line, no source location."""
+    _warn(" ".join(str(message).split()))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -17,13 +30,20 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .classes import colorize
     from .infer import Segmenter
     from .io import expand_inputs, read_image, write_png
+    from .slide_report import SUMMARY_CSV, SUMMARY_JSON, run_line, run_summary, write_run_summary
 
+    out = Path(args.out)
+    run_json, run_csv = out / SUMMARY_JSON, out / SUMMARY_CSV
+    if args.report and not args.overwrite:
+        taken = [p for p in (run_json, run_csv) if p.exists()]
+        if taken:
+            print(f"bloodseg: error: {taken[0]} already exists (use --overwrite to replace it)", file=sys.stderr)
+            return 2
     try:
         seg = Segmenter.from_file(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta)
     except (CheckpointError, ValueError) as e:
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     inputs = expand_inputs(args.images)
     if not inputs:
@@ -31,7 +51,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         return 2
     failed: list[str] = []
     seen: set[str] = set()
-    for path in tqdm(inputs, desc="segment", unit="image", disable=args.quiet):
+    summaries: list[tuple[str, dict]] = []
+    for path in tqdm(inputs, desc="segment", unit="image", disable=args.quiet, leave=False, file=sys.stderr):
         try:
             if path.stem in seen:
                 raise ValueError(f"{path}: another input has the same name '{path.stem}'; outputs would collide")
@@ -42,20 +63,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
             clash = [t for t in targets if t.exists()]
             if clash and not args.overwrite:
                 raise ValueError(f"{path}: {clash[0]} already exists (use --overwrite to replace)")
-            image = read_image(path)
-            result = seg.segment(image, rbc_diameter=args.rbc_diameter)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                image = read_image(path)
+                result = seg.segment(image, rbc_diameter=args.rbc_diameter)
+            for w in caught:
+                _warn(f"{path}: {' '.join(str(w.message).split())}")
             write_png(targets[0], result.labels, overwrite=True)
             write_png(targets[1], colorize(result.labels), overwrite=True)
             msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
-            if result.rbc_diameter_uncertain:
-                tqdm.write(f"bloodseg: warning: {path}: RBC diameter {result.rbc_diameter_text()} (--rbc-diameter)",
-                           file=sys.stderr)
             if args.report:
                 from .cells import write_report
 
                 summary = write_report(result, image, targets[2], targets[3])
+                summaries.append((path.name, summary))
                 msg += f", {summary['counts_total']} cells"
-            if not args.quiet:
+            if result.rbc_diameter_uncertain:  # one line per image: the warning says it all
+                _warn(f"{path}: RBC diameter {result.rbc_diameter_text()} (--rbc-diameter PX)"
+                      + (f"; {summary['counts_total']} cells" if args.report else ""))
+            elif not args.quiet:
                 tqdm.write(msg)
         except (ValueError, OSError) as e:
             failed.append(str(path))
@@ -63,6 +89,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
             if str(path) not in text:
                 text = f"{path}: {text}"
             tqdm.write(f"bloodseg: failed: {text}", file=sys.stderr)
+    if args.report and summaries:
+        report = run_summary(summaries, failed)
+        try:
+            write_run_summary(report, run_json, run_csv, overwrite=args.overwrite)
+        except OSError as e:
+            print(f"bloodseg: error: could not write the run summary: {e}", file=sys.stderr)
+            return 2
+        if not args.quiet:
+            print(f"run summary in {run_json} and {run_csv.name}: {run_line(report)}")
     if failed:
         print(f"bloodseg: {len(failed)} of {len(inputs)} images failed", file=sys.stderr)
         return 1
@@ -74,20 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"napari-bloodseg {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment smear images into class-id maps")
-    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    s.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    s.add_argument("--model", default=None, metavar="PATH", help="checkpoint (default: the model shipped with the package)")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s = sub.add_parser("segment", help="segment smear images into class-id maps",
+                       description="Writes DIR/<stem>_labels.png (uint8 class ids) and DIR/<stem>_color.png per image.")
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images (not recursive)")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    s.add_argument("--model", default=None, metavar="PATH",
+                   help="checkpoint (.safetensors) to segment with (default: the model shipped with the package)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where the model runs; auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
     s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy red cell diameter in input pixels (default: estimated per image)")
-    s.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    s.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
+                   help="224 px tiles per forward pass; larger is faster on a GPU, needs more memory (default: %(default)s)")
     s.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
                    help="test-time augmentation: average over a mirror (flip, 2x time) or all 8 flips/rotations "
-                        "(d4, 8x time); a little more accurate")
-    s.add_argument("--report", action="store_true", help="also write <stem>_cells.csv and <stem>_summary.json")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+                        "(d4, 8x time); a little more accurate (default: %(default)s)")
+    s.add_argument("--report", action="store_true",
+                   help="also count cells: <stem>_cells.csv and <stem>_summary.json per image, and summary.json + "
+                        "summary.csv over the whole run (differential, parasitemia with 95%% CI, flags)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them; that image fails)")
+    s.add_argument("-q", "--quiet", action="store_true",
+                   help="for scripts: no progress bar and no per-image lines; only warnings and errors")
     s.set_defaults(func=cmd_segment)
 
     from .bank.cli import add_parser as add_bank
@@ -101,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # any other warning: one `bloodseg: warning:` line too
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":
