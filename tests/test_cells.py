@@ -110,3 +110,49 @@ def test_platelet_speck_in_a_cell_centre_is_not_a_platelet():
     s = summarize(recs, d)
     assert s["rbc_total"] == 1 and s["platelets"] == 2
     assert {(round(r.centroid_row), round(r.centroid_col)) for r in recs if r.class_name == "thrombocyte"} == {(150, 150), (40, 160)}
+
+
+def test_wilson_interval_known_values():
+    from napari_bloodseg.slide_report import wilson_interval
+
+    assert wilson_interval(0, 0) is None
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    lo, hi = wilson_interval(20, 1000)
+    assert (lo, hi) == (pytest.approx(0.01300, abs=1e-4), pytest.approx(0.03066, abs=1e-4))
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+def _image_summary(wbc: int, healthy: int, infected: int) -> dict:
+    from napari_bloodseg.classes import CLASS_NAMES
+
+    counts = {n: 0 for n in CLASS_NAMES[1:]}
+    counts["neutrophil"], counts["lymphocyte"] = wbc - wbc // 4, wbc // 4
+    counts["healthy RBC"], counts["infected RBC"] = healthy, infected
+    return {"counts": counts, "rbc_diameter_px": 36.0}
+
+
+def test_run_summary_totals_flags_and_files(tmp_path):
+    from napari_bloodseg.slide_report import run_line, run_summary, write_run_summary
+
+    run = run_summary([("a.png", _image_summary(60, 590, 10)), ("b.png", _image_summary(40, 395, 5))], failed=["c.png"])
+    t = run["total"]
+    assert t["images"] == 2 and t["wbc_total"] == 100 and t["rbc_total"] == 1000 and t["infected_rbc"] == 15
+    assert t["parasitemia_percent"] == 1.5 and t["parasitemia_ci95_percent"] == [0.911, 2.46]
+    assert t["wbc_differential_percent"]["neutrophil"] == 75.0 and t["flags"] == []  # 100 WBCs, 1,000 RBCs: enough
+    assert [len(r["flags"]) for r in run["images"]] == [2, 2] and run["failed"] == ["c.png"]
+    assert "1000 RBCs" in run_line(run) and "too few" not in run_line(run)
+    write_run_summary(run, tmp_path / "summary.json", tmp_path / "summary.csv")
+    first = (tmp_path / "summary.json").read_bytes(), (tmp_path / "summary.csv").read_bytes()
+    other = run_summary([("a.png", _image_summary(1, 5, 0))])
+    assert "too few WBCs and RBCs" in run_line(other)
+    with pytest.raises(FileExistsError):
+        write_run_summary(other, tmp_path / "summary.json", tmp_path / "new.csv")
+    assert not (tmp_path / "new.csv").exists()
+    assert ((tmp_path / "summary.json").read_bytes(), (tmp_path / "summary.csv").read_bytes()) == first
+    write_run_summary(other, tmp_path / "summary.json", tmp_path / "summary.csv", overwrite=True)
+    assert (tmp_path / "summary.json").read_bytes() != first[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.json"]  # no temporary files left

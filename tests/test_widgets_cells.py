@@ -106,3 +106,39 @@ def test_keys_select_class(make_napari_viewer):
 
     labels.keymap[KeyBinding.from_str("8")](labels)
     assert labels.selected_label == 8 and "infected RBC" in w._status.value
+
+
+def test_counts_dock_summarizes_all_class_maps_without_overwriting(make_napari_viewer, qtbot, tmp_path):
+    import csv
+    import json
+
+    from napari_bloodseg._widget_counts import CountsWidget
+    from napari_bloodseg.cells import find_cells, summarize
+
+    viewer = make_napari_viewer()
+    fields = [render_smear((300, 300), seed=k, touching=False) for k in (5, 6)]
+    for k, s in enumerate(fields):
+        viewer.add_labels(s.mask, **labels_layer_kwargs(f"field {k} classes", metadata={"bloodseg": {"rbc_diameter": 36.0}}))
+    viewer.add_labels(np.arange(400, dtype=np.int32).reshape(20, 20), name="instances")  # not a class map
+    w = CountsWidget(viewer)
+    w._summarize.clicked.emit()  # no save path: shown only
+    qtbot.waitUntil(lambda: w.worker is None and w.run_summary is not None, timeout=60_000)
+    assert w.run_paths is None and "95 % CI" in w._summary.value
+    run = w.run_summary
+    assert [r["image"] for r in run["images"]] == ["field 0 classes", "field 1 classes"]
+    expected = [summarize(find_cells(s.mask, 36.0)[1]) for s in fields]
+    assert run["total"]["rbc_total"] == sum(e["rbc_total"] for e in expected) > 0
+    assert run["total"]["wbc_total"] == sum(e["wbc_total"] for e in expected)
+    assert run["total"]["flags"]  # two small fields: far fewer than 100 WBCs
+    w._save_to.value = tmp_path / "counts.csv"
+    for k in range(2):  # the second run gets a free name, the first files stay
+        w.run_summary = None
+        w._summarize.clicked.emit()
+        qtbot.waitUntil(lambda: w.worker is None and w.run_summary is not None, timeout=60_000)
+        stem = "summary" if k == 0 else "summary_2"
+        assert w.run_paths == (tmp_path / f"{stem}.json", tmp_path / f"{stem}.csv")
+    first = json.loads((tmp_path / "summary.json").read_text())
+    assert first == json.loads((tmp_path / "summary_2.json").read_text()) == json.loads(json.dumps(run))
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert [r["image"] for r in rows] == ["field 0 classes", "field 1 classes", "TOTAL"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.json", "summary_2.csv", "summary_2.json"]

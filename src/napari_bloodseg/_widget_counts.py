@@ -15,6 +15,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ._widget_utils import chosen_path, path_edit
 from .cells import find_cells, save_report, summarize
+from .slide_report import format_run_summary, free_summary_paths, is_class_map, summarize_class_maps, write_run_summary
 
 if TYPE_CHECKING:
     import napari
@@ -38,6 +39,11 @@ def _count_worker(labels: np.ndarray, diameter: float, confidence):
     return records
 
 
+@thread_worker(ignore_errors=True)
+def _summarize_worker(maps: list):
+    return summarize_class_maps(maps)
+
+
 class CountsWidget(Container):
     def __init__(self, napari_viewer: "napari.viewer.Viewer"):
         super().__init__()
@@ -56,21 +62,30 @@ class CountsWidget(Container):
             "Existing files are never replaced.", filter="*.csv")
         self._save = PushButton(text="Save counts", enabled=False,
                                 tooltip="Write the table and summary of the last count")
+        self._summarize = PushButton(
+            text="Summarize all class maps",
+            tooltip="Count every class map open in the viewer (the fields of one slide) and report them together: "
+            "counts, WBC differential and the WBCs it rests on, parasitemia with its 95 % confidence interval, and a "
+            "flag under 100 WBCs or 1,000 RBCs. Written as summary.json + summary.csv (one row per map and a total) "
+            "beside 'save counts to' when it is set, under a free name: nothing is replaced.")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setMinimumHeight(200)
-        self.extend([self._labels, self._diameter, self._run, self._summary, self._save_to, self._save])
+        self.extend([self._labels, self._diameter, self._run, self._summary, self._save_to, self._save, self._summarize])
         self.native.layout().addWidget(self.table)
         self._run.changed.connect(self.run)
         self._save.changed.connect(self.save)
+        self._summarize.changed.connect(self.summarize_all)
         self._labels.changed.connect(self._fill_diameter)
         self.table.cellClicked.connect(self._centre_on_row)
         for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             ev.connect(self._labels.reset_choices)
         self.records: list = []
         self.summary: dict | None = None
+        self.run_summary: dict | None = None  # the last "Summarize all class maps"
+        self.run_paths: tuple[Path, Path] | None = None  # where it was written
         self.worker = None
         self._fill_diameter(self._labels.value)
 
@@ -103,7 +118,47 @@ class CountsWidget(Container):
 
     def _done(self) -> None:
         self.worker = None
-        self._run.enabled = True
+        self._run.enabled = self._summarize.enabled = True
+
+    def summarize_all(self) -> None:
+        """Count every 2-D class map in the viewer in the background, then show and write the
+        run-level summary (see :mod:`napari_bloodseg.slide_report`)."""
+        maps = []
+        for layer in self._label_layers():
+            data = np.asarray(layer.data)
+            if not is_class_map(data):
+                continue
+            meta = layer.metadata or {}
+            d = meta.get("bloodseg", {}).get("rbc_diameter") or float(self._diameter.value)
+            conf = meta.get("confidence")
+            maps.append((layer.name, data, float(d), conf if conf is not None and conf.shape == data.shape else None))
+        if not maps:
+            show_error("No class maps to summarize: segment images or open masks first (2-D maps of class ids 0-9).")
+            return
+        worker = _summarize_worker(maps)
+        worker.returned.connect(self._show_run)
+        worker.errored.connect(lambda e: show_error(f"Summarizing failed: {e}"))
+        worker.finished.connect(self._done)
+        self.worker = worker
+        self._run.enabled = self._summarize.enabled = False
+        self._summary.value = f"counting {len(maps)} class maps…"
+        worker.start()
+
+    def _show_run(self, summary: dict) -> None:
+        self.run_summary, self.run_paths = summary, None
+        self._summary.value = format_run_summary(summary)
+        path = chosen_path(self._save_to)
+        if path is None:
+            show_info("Run summary shown; choose 'save counts to' to also write summary.json and summary.csv.")
+            return
+        json_path, csv_path = free_summary_paths(path.parent)
+        try:
+            write_run_summary(summary, json_path, csv_path, overwrite=False)
+        except OSError as e:  # FileExistsError included: another program took the name meanwhile
+            show_error(f"Could not save the run summary (nothing was replaced): {e}")
+            return
+        self.run_paths = json_path, csv_path
+        show_info(f"Run summary of {summary['total']['images']} class maps saved to {json_path} and {csv_path.name}")
 
     def _show(self, layer: Labels, records: list) -> None:
         self.records = records
