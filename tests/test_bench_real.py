@@ -1,0 +1,174 @@
+"""Real-field benchmark: its scoring functions on hand-made fixtures, and one small real run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_bloodseg import realmetrics as rm
+from napari_bloodseg.classes import BloodClass
+from napari_bloodseg.realfields import RealField, default_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_match_boxes_greedy_one_to_one():
+    true = [(0, 0, 10, 10), (50, 50, 60, 60)]
+    pred = [(1, 1, 11, 11), (100, 100, 110, 110), (20, 20, 30, 30)]
+    matched, false = rm.match_boxes(pred, true)
+    assert (matched, false) == (1, 2)
+    assert matched / len(true) == 0.5
+    # two predictions on one true box: only one matches
+    assert rm.match_boxes([(0, 0, 10, 10), (0, 0, 10, 9)], [(0, 0, 10, 10)]) == (1, 1)
+    # greedy by IoU: the better prediction takes the box it overlaps most
+    assert rm.match_boxes([(0, 0, 10, 12), (0, 0, 10, 10)], [(0, 0, 10, 10), (0, 2, 10, 12)]) == (2, 0)
+    # IoU below the threshold is no match; at it, one
+    assert rm.match_boxes([(0, 0, 10, 10)], [(0, 5, 10, 15)]) == (0, 1)  # IoU 1/3
+    assert rm.match_boxes([(0, 0, 10, 10)], [(0, 5, 10, 15)], iou=0.3) == (1, 0)
+    assert rm.match_boxes([], true) == (0, 0)
+    assert rm.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+
+
+def _field_labels() -> np.ndarray:
+    lab = np.zeros((200, 300), np.uint8)
+    for r, c in ((40, 40), (40, 100), (40, 160)):
+        lab[disk((r, c), 18, shape=lab.shape)] = BloodClass.HEALTHY_RBC
+    lab[disk((40, 240), 18, shape=lab.shape)] = BloodClass.INFECTED_RBC
+    lab[disk((140, 60), 27, shape=lab.shape)] = BloodClass.NEUTROPHIL
+    lab[disk((140, 200), 25, shape=lab.shape)] = BloodClass.LYMPHOCYTE
+    lab[disk((150, 200), 6, shape=lab.shape)] = BloodClass.MONOCYTE  # a minority inside the lymphocyte
+    return lab
+
+
+def test_wbc_instances_and_rbc_counts():
+    lab = _field_labels()
+    wbcs = sorted(rm.wbc_instances(lab, 36.0), key=lambda w: w.box[1])
+    assert [w.class_id for w in wbcs] == [BloodClass.NEUTROPHIL, BloodClass.LYMPHOCYTE]
+    rr, cc = disk((140, 60), 27)
+    assert wbcs[0].box == (rr.min(), cc.min(), rr.max() + 1, cc.max() + 1)  # end exclusive
+    assert len(wbcs[1].coords) == int(np.isin(lab, (BloodClass.LYMPHOCYTE, BloodClass.MONOCYTE)).sum())
+    assert rm.rbc_count(lab, 36.0) == 4
+    _, records = rm.cells_of(lab, 36.0)
+    assert rm.false_infected_rate(records) == pytest.approx(0.25)
+    assert rm.false_infected_rate([]) is None
+    assert rm.rbc_count(np.zeros((50, 50), np.uint8), 36.0) == 0
+
+
+def test_wbc_dice_and_type_majority():
+    lab = _field_labels()
+    true = np.zeros(lab.shape, bool)
+    true[disk((140, 60), 27, shape=lab.shape)] = True
+    # neutrophil matches exactly; the lymphocyte (with its monocyte core) is all false positive
+    n_pred = int(np.isin(lab, [1, 2, 3, 4, 5]).sum())
+    assert rm.wbc_dice(lab, true) == pytest.approx(2 * true.sum() / (true.sum() + n_pred))
+    assert rm.wbc_dice(np.zeros_like(lab), np.zeros_like(true)) == 1.0
+    assert rm.wbc_type_majority(lab, true) == BloodClass.NEUTROPHIL
+    assert rm.wbc_type_majority(lab, (110, 170, 170, 230)) == BloodClass.LYMPHOCYTE  # box: majority, not the core
+    assert rm.wbc_type_majority(lab, (145, 195, 155, 205)) == BloodClass.MONOCYTE
+    assert rm.wbc_type_majority(lab, (0, 0, 80, 200)) is None  # RBCs only
+    assert rm.wbc_type_majority(lab, (-20, -20, 5, 5)) is None  # box partly outside
+
+
+def test_balanced_accuracy_known_confusion():
+    truth = [3, 3, 3, 4, 1, 1]
+    pred = [3, 3, None, 3, 1, 4]
+    # recalls: neutrophil 2/3, lymphocyte 0, eosinophil 1/2
+    assert rm.balanced_accuracy(truth, pred) == pytest.approx((2 / 3 + 0 + 0.5) / 3)
+    assert rm.balanced_accuracy([4, 4], [4, 4]) == 1.0
+    assert rm.balanced_accuracy([], []) is None
+    with pytest.raises(ValueError):
+        rm.balanced_accuracy([1], [])
+
+
+def test_count_and_scale_errors():
+    assert rm.rbc_count_error(90, 100) == pytest.approx(0.1)
+    assert rm.rbc_count_error(130, 100) == pytest.approx(0.3)
+    with pytest.raises(ValueError):
+        rm.rbc_count_error(3, 0)
+    assert rm.scale_error(46.0, 40.0) == pytest.approx(0.15)
+    assert rm.scale_error(30.0, 40.0) == pytest.approx(0.25)
+
+
+def _fake(source="bccd", name="f", **kw) -> RealField:
+    return RealField(source, name, Path(f"{name}.jpg"), name, "test", **kw)
+
+
+def test_score_field_and_aggregate():
+    lab = _field_labels()
+    f = _fake(wbc_boxes=[(114, 34, 167, 87), (0, 0, 20, 20)], wbc_types=[int(BloodClass.EOSINOPHIL), None],
+              rbc_boxes=[(0, 0, 1, 1)] * 5, rbc_diameter=40.0)
+    s = rm.score_field(f, lab, 36.0, "auto", rbc_true=5)
+    assert (s.n_true_wbc, s.n_pred_wbc, s.n_matched_wbc, s.false_wbc) == (2, 2, 1, 1)
+    assert s.types == [(int(BloodClass.EOSINOPHIL), int(BloodClass.NEUTROPHIL))]
+    assert (s.rbc_pred, s.infected_pred) == (4, 1)
+    assert s.rbc_count_error == pytest.approx(0.2)
+    assert s.scale_error == pytest.approx(0.1)
+    s2 = rm.FieldScore("g", "auto", 39.0, 40.0, types=[(3, 3)], n_true_wbc=1, n_matched_wbc=1, n_pred_wbc=1,
+                       rbc_true=10, rbc_pred=10, infected_pred=0)
+    agg = rm.aggregate([s, s2], "bccd", "auto")
+    assert agg["wbc_found_auto"] == pytest.approx(2 / 3)
+    assert agg["false_wbc_per_field_auto"] == pytest.approx(0.5)
+    assert agg["wbc_type_balanced_acc_auto"] == pytest.approx(0.5)  # eosinophil wrong, neutrophil right
+    assert agg["rbc_count_err_median_auto"] == pytest.approx(0.1)
+    assert agg["n_rbc_fields_auto"] == 2
+    assert agg["false_infected_rate_auto"] == pytest.approx(1 / 14)
+    assert agg["scale_within_15pct_auto"] == 1.0
+    assert agg["scale_err_median_auto"] == pytest.approx((0.1 + 0.025) / 2)
+    given = rm.aggregate([s, s2], "zheng1", "given")  # mask source: no box, RBC or scale metrics
+    assert set(given) == {"wbc_dice_given", "wbc_type_balanced_acc_given"}
+    assert given["wbc_dice_given"] is None
+
+
+def test_select_fields_spread_and_stratified():
+    fields = [_fake("wbc_rpi", f"{i:03d}", wbc_types=[t]) for i, t in enumerate([3] * 30 + [4] * 5 + [2] * 2)]
+    sub = rm.select_fields(fields, 4)
+    assert [f.name for f in sub] == ["000", "012", "024", "036"]
+    assert rm.select_fields(fields, 4) == sub  # deterministic
+    strat = rm.select_fields(fields, 10, stratify=True)
+    types = [f.wbc_types[0] for f in strat]
+    assert sorted(set(types)) == [2, 3, 4] and len(strat) == 10
+    assert types.count(2) == 2 and types.count(4) == 4 and types.count(3) == 4
+    assert len(rm.select_fields(fields, 100, stratify=True)) == len(fields)
+    first = rm.select_fields(fields, 3, first=[fields[36], fields[35]])
+    assert [f.name for f in first][:2] == ["036", "035"] and len(first) == 3
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("bench_real", REPO / "benchmarks" / "bench_real.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not default_data_dir().is_dir(), reason="../shared/data is not present")
+def test_bench_real_two_sources_shipped_model(tmp_path):
+    bench = _load_script()
+    out = tmp_path / "real.json"
+    result = bench.main(["--sources", "zheng2,bccd", "--per-source", "2", "--out", str(out)])
+    on_disk = json.loads(out.read_text())
+    assert on_disk == result
+    assert set(on_disk) == {"model", "sources", "seconds"} and on_disk["model"] == "default"
+    z, b = on_disk["sources"]["zheng2"], on_disk["sources"]["bccd"]
+    for mode in ("auto", "given"):
+        assert {f"wbc_dice_{mode}", f"wbc_type_balanced_acc_{mode}"} <= set(z)
+        assert {f"wbc_found_{mode}", f"false_wbc_per_field_{mode}", f"wbc_type_balanced_acc_{mode}",
+                f"rbc_count_err_median_{mode}", f"false_infected_rate_{mode}"} <= set(b)
+    assert {"scale_within_15pct_auto", "scale_err_median_auto", "n", "seconds", "errors"} <= set(b)
+    assert "wbc_dice_auto" not in b and "wbc_found_auto" not in z
+    assert z["n"] == 2 and b["n"] == 2
+    for m in (z, b):
+        for key, v in m.items():
+            if v is None:
+                continue
+            assert isinstance(v, (int, float)) and v >= 0, key
+            if key.startswith(("wbc_dice", "wbc_found", "wbc_type", "false_infected", "scale_within")):
+                assert v <= 1, key
+    assert z["wbc_dice_given"] is not None and z["wbc_dice_given"] > 0.3  # the shipped model finds the WBC
+    for s in ("zheng2", "bccd"):
+        png = tmp_path / "real_sheet" / f"{s}.png"
+        assert png.is_file() and 0 < png.stat().st_size < 1_500_000
