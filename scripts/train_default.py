@@ -6,6 +6,11 @@ together with procedurally rendered smears (see models/MODEL_CARD.md for the exa
     # on a GPU, with a time budget (learning rate drops to 1e-4 after --drop-at of it):
     python scripts/train_default.py --out runs/gpu --synth SYNTH_DIR --tiles 4000 --width 16 \\
         --device cuda --batch-size 32 --workers 14 --epochs 100 --minutes 7
+    # for unseen labs (CPU, resumable): synthesized tiles + real fields with derived labels
+    # (scripts/make_real_pairs.py), the wide appearance randomisation, from the shipped weights:
+    python scripts/train_default.py --out runs/real --synth SYNTH_DIR --synth-tiles 5000 --tiles 0 \\
+        --real REAL_PAIRS --real-repeat 4 --init src/napari_bloodseg/models/default.safetensors \\
+        --lr 5e-4 --lr-drop-epoch 3 --epochs 8 --workers 2 --resume
 then copy <out>/best.safetensors to src/napari_bloodseg/models/default.safetensors.
 """
 
@@ -17,8 +22,10 @@ import time
 from dataclasses import dataclass
 from multiprocessing import get_context
 
+import numpy as np
 import torch
 
+from napari_bloodseg.augment import augment_level
 from napari_bloodseg.train import CachedDataset, FolderDataset, RenderedDataset, TrainConfig, train
 
 
@@ -66,6 +73,10 @@ def main() -> None:
     ap.add_argument("--synth", default=None, help="a set from `bloodseg synth` (train/ val/): trained on together with "
                     "--tiles rendered tiles, validated on its val/ split")
     ap.add_argument("--init", default=None, help="checkpoint to start from")
+    ap.add_argument("--synth-tiles", type=int, default=0, help="use only this many --synth training tiles (0: all)")
+    ap.add_argument("--real", default=None, help="real-field pairs (images/, masks/ from scripts/make_real_pairs.py)")
+    ap.add_argument("--real-repeat", type=int, default=4, help="random windows per real field and epoch")
+    ap.add_argument("--augment", default="wide", choices=["mild", "wide"], help="augmentation level (see augment.py)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--render-procs", type=int, default=1, help="processes drawing the rendered tiles")
@@ -75,18 +86,25 @@ def main() -> None:
     ap.add_argument("--drop-at", type=float, default=0.6, help="with --minutes: fraction of the budget at --lr, the rest at --lr-late")
     args = ap.parse_args()
     t0 = time.time()
-    train_set = rendered(args.tiles, 0, args.render_procs)
-    train_set.augment = True
-    val_set = rendered(args.val_tiles, 1, args.render_procs)
-    if args.synth:
-        from torch.utils.data import ConcatDataset
+    from torch.utils.data import ConcatDataset, Subset
 
+    train_set = rendered(args.tiles, 0, args.render_procs)
+    train_set.augment = augment_level(args.augment)
+    val_set = rendered(args.val_tiles, 1, args.render_procs)
+    parts = [train_set] if args.tiles else []
+    if args.synth:
         # read from disk in the loader workers (a GPU run's set is too large to decode up front)
-        real = FolderDataset(f"{args.synth}/train", augment=True)
+        synth = FolderDataset(f"{args.synth}/train", augment=args.augment)
         if args.workers == 0:
-            real = CachedDataset(FolderDataset(f"{args.synth}/train"), augment=True)
-        train_set = ConcatDataset([real, train_set]) if args.tiles else real
+            synth = CachedDataset(FolderDataset(f"{args.synth}/train"), augment=args.augment)
+        if args.synth_tiles:
+            idx = np.random.default_rng(0).permutation(len(synth))[: args.synth_tiles]
+            synth = Subset(synth, idx.tolist())
+        parts.insert(0, synth)
         val_set = CachedDataset(FolderDataset(f"{args.synth}/val"))
+    if args.real:
+        parts.append(FolderDataset(args.real, augment=args.augment, repeat=args.real_repeat))
+    train_set = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     print(f"prepared {len(train_set)}+{len(val_set)} tiles in {time.time() - t0:.0f} s", flush=True)
 
     t_start = time.time()

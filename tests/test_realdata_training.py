@@ -1,0 +1,149 @@
+"""Training for unseen labs: augmentation, partial labels and labels derived from boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, zoom
+from napari_bloodseg.classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, WBC_CLASSES, BloodClass
+from napari_bloodseg.fieldlabels import derive_labels
+from napari_bloodseg.losses import PartialCrossEntropy
+from napari_bloodseg.render import render_smear
+
+WBC_IDS = [int(c) for c in WBC_CLASSES]
+
+
+# ----------------------------------------------------------------------------- loss
+def test_partial_ce_equals_weighted_ce_without_partial_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 10, 12, 12)
+    target = torch.randint(0, 10, (2, 12, 12))
+    target[0, :2] = IGNORE_INDEX
+    w = torch.rand(10) + 0.2
+    ours = PartialCrossEntropy(w)(logits, target)
+    ref = nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE_INDEX)(logits, target)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_partial_label_costs_the_summed_probability_of_its_classes():
+    logits = torch.randn(1, 10, 1, 2)
+    target = torch.tensor([[[SOME_WBC, NOT_WBC]]])
+    p = torch.softmax(logits, 1)[0, :, 0]
+    w = torch.linspace(0.5, 2.0, 10)
+    not_wbc = [c for c in range(10) if c not in WBC_IDS]
+    want_num = -(torch.log(p[WBC_IDS, 0].sum()) * w[WBC_IDS].min() + torch.log(p[not_wbc, 1].sum()) * w[not_wbc].min())
+    want = want_num / (w[WBC_IDS].min() + w[not_wbc].min())
+    assert torch.allclose(PartialCrossEntropy(w)(logits, target), want, atol=1e-5)
+
+
+def test_partial_label_training_moves_mass_into_the_allowed_set():
+    logits = torch.zeros(1, 10, 4, 4, requires_grad=True)
+    target = torch.full((1, 4, 4), SOME_WBC)
+    opt = torch.optim.SGD([logits], lr=30.0)
+    for _ in range(60):
+        opt.zero_grad()
+        PartialCrossEntropy()(logits, target).backward()
+        opt.step()
+    p = torch.softmax(logits, 1)[0, :, 0, 0]
+    assert p[WBC_IDS].sum() > 0.95
+    assert p[WBC_IDS].std() < 1e-4  # nothing says which type: it stays undecided
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_augment_level_names_allowed_values():
+    assert augment_level("WIDE") is AugmentLevel.WIDE
+    with pytest.raises(ValueError, match="none, mild, wide"):
+        augment_level("strong")
+
+
+def test_wide_augmentation_keeps_labels_and_changes_the_look():
+    s = render_smear((224, 224), seed=1)
+    rng = np.random.default_rng(0)
+    changed = 0
+    for _ in range(12):
+        img, mask = augment_pair(s.image, s.mask, rng, "wide")
+        assert img.shape == s.image.shape and img.dtype == np.uint8 and mask.shape == s.mask.shape
+        assert set(np.unique(mask)) <= set(np.unique(s.mask)) | {IGNORE_INDEX}
+        changed += np.abs(img.astype(int).mean((0, 1)) - s.image.mean((0, 1))).max() > 3
+    assert changed >= 6
+
+
+def test_zoom_out_pads_with_ignore_and_zoom_in_keeps_classes():
+    s = render_smear((224, 224), seed=2)
+
+    class Fixed:
+        def __init__(self, u):
+            self.u = u
+
+        def uniform(self, lo, hi, *a):
+            return lo + self.u * (hi - lo)
+
+        def integers(self, lo, hi=None, *a):
+            return 0
+
+    img, mask = zoom(s.image, s.mask, Fixed(0.0), lo=0.5, hi=0.5)
+    assert img.shape == s.image.shape and (mask == IGNORE_INDEX).mean() > 0.6
+    img, mask = zoom(s.image, s.mask, Fixed(0.0), lo=2.0, hi=2.0)
+    assert (mask == IGNORE_INDEX).sum() == 0 and (mask[:112, :112] == s.mask[:56, :56].repeat(2, 0).repeat(2, 1)).mean() > 0.9
+
+
+def test_appearance_tints_glass_only_where_the_mask_says_glass():
+    img = np.full((64, 64, 3), 230, np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = BloodClass.HEALTHY_RBC
+    diffs = []
+    for seed in range(30):
+        out = appearance(img, mask, np.random.default_rng(seed))
+        left, right = out[:, :20].astype(float).mean((0, 1)), out[:, 44:].astype(float).mean((0, 1))
+        diffs.append(np.abs(left - right).max())
+    assert max(diffs) > 5  # the same grey differs between glass and cell once the glass is tinted
+
+
+# ----------------------------------------------------------------------------- derived labels
+def test_labels_derived_from_boxes_agree_with_the_truth():
+    s = render_smear((448, 448), seed=3, counts={"neutrophil": 1, "lymphocyte": 1, "thrombocyte": 3},
+                     infected_fraction=0.0)
+    boxes, types = [], []
+    for cls in (BloodClass.NEUTROPHIL, BloodClass.LYMPHOCYTE):
+        rr, cc = np.nonzero(s.mask == cls)
+        boxes.append((rr.min(), cc.min(), rr.max() + 1, cc.max() + 1))
+        types.append(int(cls) if cls == BloodClass.NEUTROPHIL else None)
+    lab = derive_labels(s.image, boxes, types, 36.0)
+    labelled = lab != IGNORE_INDEX
+    assert labelled.mean() > 0.4
+    # glass and RBC labels are right where given
+    assert (s.mask[lab == 0] == 0).mean() > 0.97
+    assert np.isin(s.mask[lab == BloodClass.HEALTHY_RBC], [BloodClass.HEALTHY_RBC, BloodClass.INFECTED_RBC]).mean() > 0.95
+    # WBC labels only inside their boxes: the typed one gets its type, the other 'some WBC'
+    assert (s.mask[lab == BloodClass.NEUTROPHIL] == BloodClass.NEUTROPHIL).mean() > 0.9
+    assert (s.mask[lab == SOME_WBC] == BloodClass.LYMPHOCYTE).mean() > 0.9
+    assert (lab == SOME_WBC).sum() > 0.3 * (s.mask == BloodClass.LYMPHOCYTE).sum()
+    # nothing outside the boxes is called a WBC, and no WBC pixel is called 'not a WBC' or RBC
+    called_wbc = np.isin(lab, WBC_IDS + [SOME_WBC])
+    assert (called_wbc & (s.mask == 0)).sum() < 0.03 * called_wbc.sum()  # a rim at most
+    assert not np.isin(s.mask[np.isin(lab, [NOT_WBC, BloodClass.HEALTHY_RBC])], WBC_IDS).any()
+
+
+# ----------------------------------------------------------------------------- real sources
+def test_real_field_splits_never_mix(shared_data):
+    from napari_bloodseg.bank.store import assign_split
+    from napari_bloodseg.realfields import SOURCES, read_fields
+
+    for src in SOURCES:
+        fields = read_fields(src, shared_data)
+        assert fields, src
+        by_group: dict[str, set] = {}
+        for f in fields:
+            by_group.setdefault(f.group, set()).add(f.split)
+            assert f.rbc_diameter and f.rbc_diameter > 5
+        assert all(len(v) == 1 for v in by_group.values()), src
+    # BCCD and Chula fields share the sample bank's groups, so bank crops of a held-out field are held out too
+    f = read_fields("bccd", shared_data)[0]
+    assert f.split == assign_split(f.group) and f.group.startswith("bccd:")
+    rpi = read_fields("wbc_rpi", shared_data)
+    types = {t for f in rpi if f.split == "test" for t in f.wbc_types if t is not None}
+    assert types == set(WBC_IDS)
+    assert {f.split for f in read_fields("zheng2", shared_data)} == {"test"}
