@@ -4,11 +4,6 @@ import pytest
 from napari_bloodseg.render import render_smear
 
 
-# napari's thread workers never connect their warning relay (_NotifyingMixin.__init__ is not reached
-# through QRunnable), so a warning raised in the Segment dock's worker reaches no notification. The
-# fix is one line in WorkerDock._launch (_widget_utils.py):
-#     worker.warned.connect(lambda w: show_warning(str(w[0])))
-@pytest.mark.xfail(strict=True, reason="WorkerDock does not relay worker warnings yet (see comment)")
 def test_segment_dock_shows_a_warning_for_non_finite_pixels(make_napari_viewer, qtbot, tiny_checkpoint):
     from napari.utils.notifications import NotificationSeverity, notification_manager
 

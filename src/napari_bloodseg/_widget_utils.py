@@ -46,10 +46,16 @@ class WorkerDock:
         worker.returned.connect(on_return)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
+        worker.warned.connect(self._on_warning)  # napari does not relay thread-worker warnings itself
         self.worker, self._pbar = worker, pbar
         self._run.enabled, self._stop_button.enabled = False, True
         self._status.value = status
         worker.start()
+
+    def _on_warning(self, warning) -> None:
+        from napari.utils.notifications import show_warning
+
+        show_warning(str(warning[0]) if isinstance(warning, tuple) else str(warning))
 
     def _on_error(self, exc: Exception) -> None:
         self._status.value = f"error: {exc}"
