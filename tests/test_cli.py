@@ -45,9 +45,11 @@ def test_segment_folder_and_estimated_diameter(tmp_path, tiny_checkpoint, capsys
 def test_uncertain_diameter_estimate_is_flagged(tmp_path, tiny_checkpoint, capsys):
     img = _smear(tmp_path / "crop.png", (90, 90), seed=1)  # a handful of cells, most cut by the border
     big = _smear(tmp_path / "field.png", (400, 400))  # 14 isolated round RBCs
-    assert main(["segment", str(big), "--out", str(tmp_path / "o0"), "--model", str(tiny_checkpoint), "-q"]) == 0
+    assert main(["segment", str(big), "--out", str(tmp_path / "o0"), "--model", str(tiny_checkpoint), "-q",
+                 "--scale-method", "classical"]) == 0
     assert "warning" not in capsys.readouterr().err
-    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "-q"]) == 0
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "-q",
+                 "--scale-method", "classical"]) == 0
     err = capsys.readouterr().err
     assert "warning" in err and "uncertain" in err and "--rbc-diameter" in err
     assert main(["segment", str(img), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint), "-q",
@@ -196,7 +198,8 @@ def test_run_summary_over_a_folder(tmp_path, capsys):
 
 def test_uncertain_scale_is_one_line_per_image(tmp_path, tiny_checkpoint, capsys):
     img = _smear(tmp_path / "crop.png", (90, 90), seed=1)
-    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "--report"]) == 0
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "--report",
+                 "--scale-method", "classical"]) == 0
     cap = capsys.readouterr()
     lines = [l for l in (cap.out + cap.err).splitlines() if "crop.png" in l]
     assert len(lines) == 1 and lines[0].startswith("bloodseg: warning:") and "uncertain" in lines[0], lines
@@ -215,3 +218,13 @@ def test_non_finite_pixels_are_one_warning_line(tmp_path, tiny_checkpoint, capsy
     assert len(warned) == 1 and warned[0].startswith("bloodseg: warning:") and "nan.tif" in warned[0]
     assert "13 of 9216 pixels" in warned[0] and "set to 0" in warned[0]
     assert iio.imread(tmp_path / "o" / "nan_labels.png").shape == (96, 96)
+
+
+def test_pixel_size_gives_the_rbc_diameter(tmp_path, tiny_checkpoint):
+    import json
+
+    img = _smear(tmp_path / "f.png", (120, 120))
+    assert main(["segment", str(img), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "-q",
+                 "--pixel-size", "0.25", "--report"]) == 0
+    summary = json.loads((tmp_path / "o" / "f_summary.json").read_text())
+    assert summary["rbc_diameter_px"] == pytest.approx(30.0) and summary["rbc_diameter_method"].startswith("pixel size")

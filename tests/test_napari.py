@@ -188,8 +188,22 @@ def test_segment_widget_flags_an_uncertain_rbc_estimate(make_napari_viewer, qtbo
     viewer.add_image(render_smear((90, 90), seed=1).image, name="crop", rgb=True)
     widget = SegmentWidget(viewer)
     widget._model.value = tiny_checkpoint
+    widget._scale_method.value = "classical"
     widget._run.clicked.emit()
     qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 1, timeout=60_000)
     assert "uncertain" in widget._status.value
     meta = _labels_layers(viewer)[0].metadata["bloodseg"]
     assert meta["rbc_diameter_estimated"] and meta["rbc_cells_measured"] < 10
+
+
+def test_segment_widget_takes_the_rbc_diameter_from_a_drawn_line(make_napari_viewer):
+    from napari_bloodseg._widget_segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    widget.diameter_from_line()  # no line yet: a message, nothing changed
+    assert widget._auto_d.value
+    viewer.add_shapes([np.array([[10.0, 10.0], [10.0, 50.0]])], shape_type="line", name="ruler")
+    widget.diameter_from_line()
+    assert not widget._auto_d.value and widget._diameter.value == pytest.approx(40.0)
+    assert not widget._scale_method.enabled and widget._diameter.enabled

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 
 @thread_worker(ignore_errors=True)
 def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_diameter: float | None,
-                    tta: str = "none"):
+                    tta: str = "none", scale_method: str = "network"):
     from .infer import Segmenter
 
-    seg = Segmenter.from_file(model_path, device=device, tta=tta)
+    seg = Segmenter.from_file(model_path, device=device, tta=tta, scale_method=scale_method)
     return (yield from seg.iter_segment(image, rbc_diameter))
 
 
@@ -47,6 +47,14 @@ class SegmentWidget(WorkerDock, Container):
             tooltip="Diameter of a healthy red blood cell in image pixels (about 7.5 µm). "
             "The image is rescaled so that RBCs match the model's training scale (36 px).",
         )
+        self._scale_method = ComboBox(
+            label="estimate by", choices=["network", "classical"], value="network",
+            tooltip="network: measure the red cells the model finds at a few candidate sizes (works on crowded, "
+            "pale and cropped fields); classical: median size of isolated round cells found by thresholds",
+        )
+        self._from_line = PushButton(text="RBC diameter from a drawn line",
+                                     tooltip="Draw a line across one healthy red cell in a Shapes layer "
+                                     "(line tool), then click: its length becomes the RBC diameter")
         self._tta = ComboBox(
             label="test-time augmentation", choices=["none", "flip", "d4"], value="none",
             tooltip="Average the model over mirrored (flip: 2x the time) or all 8 mirrored and rotated copies "
@@ -55,13 +63,39 @@ class SegmentWidget(WorkerDock, Container):
         self._run = PushButton(text="Segment")
         self._cancel = self._stop_button = PushButton(text="Cancel", enabled=False)
         self._status = Label(value="")
-        self.extend([self._image, self._model, self._device, self._auto_d, self._diameter, self._tta, self._run, self._cancel, self._status])
-        self._auto_d.changed.connect(lambda v: setattr(self._diameter, "enabled", not v))
+        self.extend([self._image, self._model, self._device, self._auto_d, self._scale_method, self._diameter,
+                     self._from_line, self._tta, self._run, self._cancel, self._status])
+        self._auto_d.changed.connect(self._auto_changed)
+        self._from_line.changed.connect(self.diameter_from_line)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
         self._viewer.layers.events.inserted.connect(self._image.reset_choices)
         self._viewer.layers.events.removed.connect(self._image.reset_choices)
         self._cancelling = False
+
+    def _auto_changed(self, auto: bool) -> None:
+        self._diameter.enabled = not auto
+        self._scale_method.enabled = auto
+
+    def diameter_from_line(self) -> None:
+        """The length (data pixels) of the last line drawn in a Shapes layer becomes the RBC diameter."""
+        from napari.layers import Shapes
+
+        for layer in reversed(list(self._viewer.layers)):
+            if not isinstance(layer, Shapes):
+                continue
+            lines = [np.asarray(d)[:, -2:] for d, t in zip(layer.data, layer.shape_type) if t in ("line", "path")]
+            if lines:
+                pts = lines[-1]
+                length = float(np.hypot(*np.diff(pts, axis=0).T).sum())
+                if length < 4:
+                    show_error(f"The drawn line is {length:.1f} px long: draw it across a whole red cell.")
+                    return
+                self._auto_d.value = False
+                self._diameter.value = round(length, 1)
+                self._status.value = f"RBC diameter {length:.1f} px from the line in '{layer.name}'"
+                return
+        show_error("No drawn line found: add a Shapes layer, draw a line across one healthy red cell, then click again.")
 
     def _image_layers(self, _widget=None) -> list:
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
@@ -82,7 +116,7 @@ class SegmentWidget(WorkerDock, Container):
         self._start(layer, image, model, diameter)
 
     def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None) -> None:
-        worker = _segment_worker(image, model, self._device.value, diameter, self._tta.value)
+        worker = _segment_worker(image, model, self._device.value, diameter, self._tta.value, self._scale_method.value)
         worker.aborted.connect(self._on_aborted)
         self._cancelling = False
         self._launch(worker, progress(total=0, desc=f"Segmenting {layer.name}"), "segmenting…",
@@ -115,7 +149,8 @@ class SegmentWidget(WorkerDock, Container):
                 metadata={"bloodseg": {"kind": "class map", "source": layer.name,
                                        "rbc_diameter": result.rbc_diameter,
                                        "rbc_diameter_estimated": result.rbc_diameter_estimated,
-                                       "rbc_cells_measured": result.rbc_cells_measured},
+                                       "rbc_cells_measured": result.rbc_cells_measured,
+                                       "rbc_diameter_method": result.rbc_scale_method},
                           "confidence": result.confidence},
             ),
         )

@@ -163,6 +163,7 @@ def write_report(result, image, csv_path: str | os.PathLike, json_path: str | os
     summary = summarize(records, result.rbc_diameter)
     summary["rbc_diameter_estimated"] = result.rbc_diameter_estimated
     summary["rbc_cells_measured"] = result.rbc_cells_measured
+    summary["rbc_diameter_method"] = getattr(result, "rbc_scale_method", "given")
     summary["rbc_diameter_uncertain"] = result.rbc_diameter_uncertain
     summary["image_shape"] = list(np.asarray(image).shape[:2])
     save_report(records, summary, csv_path, json_path)

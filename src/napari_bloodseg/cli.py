@@ -40,7 +40,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             print(f"bloodseg: error: {taken[0]} already exists (use --overwrite to replace it)", file=sys.stderr)
             return 2
     try:
-        seg = Segmenter.from_file(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta)
+        seg = Segmenter.from_file(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                                  scale_method=args.scale_method)
     except (CheckpointError, ValueError) as e:
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
@@ -66,7 +67,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 image = read_image(path)
-                result = seg.segment(image, rbc_diameter=args.rbc_diameter)
+                diameter = args.rbc_diameter or (RBC_MICRONS / args.pixel_size if args.pixel_size else None)
+                result = seg.segment(image, rbc_diameter=diameter)
+                if args.pixel_size and not args.rbc_diameter:
+                    result.rbc_scale_method = f"pixel size {args.pixel_size:g} µm"
             for w in caught:
                 _warn(f"{path}: {' '.join(str(w.message).split())}")
             write_png(targets[0], result.labels, overwrite=True)
@@ -104,6 +108,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+RBC_MICRONS = 7.5  # a healthy RBC's diameter (µm), for --pixel-size
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bloodseg", description="Ten-class blood smear segmentation.")
     p.add_argument("--version", action="version", version=f"napari-bloodseg {__version__}")
@@ -119,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the model runs; auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
     s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy red cell diameter in input pixels (default: estimated per image)")
+    s.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",
+                   help=f"micrometres per input pixel; the RBC diameter is then {RBC_MICRONS:g} µm / UM "
+                        "(default: estimated per image; --rbc-diameter wins if both are given)")
+    s.add_argument("--scale-method", default="network", choices=["network", "classical"],
+                   help="how an unknown RBC diameter is estimated: 'network' measures the RBCs the model finds at a few "
+                        "candidate scales, 'classical' the isolated round cells found by thresholds (default: %(default)s)")
     s.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="224 px tiles per forward pass; larger is faster on a GPU, needs more memory (default: %(default)s)")
     s.add_argument("--tta", default="none", choices=["none", "flip", "d4"],

@@ -69,6 +69,20 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, tta: str | TTA = TTA.
     return probs / (len(ops) + 1)
 
 
+class ScaleMethod(str, Enum):
+    """How an unknown RBC diameter is found."""
+
+    NETWORK = "network"  # the model's own RBCs at a few candidate scales (autoscale.py)
+    CLASSICAL = "classical"  # thresholds: median size of isolated round cells
+
+
+def _scale_method(method: str | ScaleMethod) -> ScaleMethod:
+    try:
+        return ScaleMethod(str(getattr(method, "value", method)).lower())
+    except ValueError:
+        raise ValueError(f"unknown scale method {method!r}; allowed: {', '.join(m.value for m in ScaleMethod)}") from None
+
+
 class InputError(ValueError):
     """An image this tool cannot segment, with the reason in user terms."""
 
@@ -171,6 +185,7 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
 
 
 RELIABLE_RBC_COUNT = 10  # isolated round cells an estimate should rest on (rendered and Chula fields: 35-80)
+RELIABLE_NETWORK_COUNT = 5  # RBCs the network's measurement (one window) should rest on
 
 
 def estimate_rbc_diameter(rgb: np.ndarray) -> float:
@@ -260,19 +275,24 @@ class Segmentation:
     rbc_diameter: float  # px in the input image (given or estimated)
     rbc_diameter_estimated: bool
     scale: float  # model pixels per input pixel
-    rbc_cells_measured: int | None = None  # isolated RBCs behind an estimate (None: diameter given)
+    rbc_cells_measured: int | None = None  # RBCs behind an estimate (None: diameter given)
+    rbc_scale_method: str = "given"  # 'given', 'pixel size', 'network' or 'classical'
 
     @property
     def rbc_diameter_uncertain(self) -> bool:
-        """An estimate resting on too few isolated round cells to trust."""
-        return self.rbc_diameter_estimated and (self.rbc_cells_measured or 0) < RELIABLE_RBC_COUNT
+        """An estimate resting on too few cells to trust."""
+        need = RELIABLE_NETWORK_COUNT if self.rbc_scale_method == ScaleMethod.NETWORK.value else RELIABLE_RBC_COUNT
+        return self.rbc_diameter_estimated and (self.rbc_cells_measured or 0) < need
 
     def rbc_diameter_text(self) -> str:
         """e.g. '36.5 px (estimated from 38 isolated cells)' or '72.0 px (given)'."""
         if not self.rbc_diameter_estimated:
-            return f"{self.rbc_diameter:.1f} px (given)"
+            return f"{self.rbc_diameter:.1f} px ({self.rbc_scale_method})"
         n = self.rbc_cells_measured or 0
-        text = f"{self.rbc_diameter:.1f} px (estimated from {n} isolated cell{'s' if n != 1 else ''})"
+        what = "RBCs found by the network" if self.rbc_scale_method == ScaleMethod.NETWORK.value else "isolated cells"
+        if n == 1:
+            what = "RBC found by the network" if self.rbc_scale_method == ScaleMethod.NETWORK.value else "isolated cell"
+        text = f"{self.rbc_diameter:.1f} px (estimated from {n} {what})"
         return text + (": uncertain, give the RBC diameter" if self.rbc_diameter_uncertain else "")
 
 
@@ -290,8 +310,10 @@ class Segmenter:
         precision: str | Precision = "auto",
         fast: bool = True,
         tta: str | TTA = TTA.NONE,
+        scale_method: str | ScaleMethod = ScaleMethod.NETWORK,
     ):
         self.tta = _tta_mode(tta)
+        self.scale_method = _scale_method(scale_method)
         if tile % 16:
             raise ValueError(f"tile must be a multiple of 16, got {tile}")
         if not 0 <= overlap < tile // 2:
@@ -331,9 +353,9 @@ class Segmenter:
         """Segment, yielding (tiles done, tiles total); the generator's return value is the result."""
         rgb = prepare_image(image)
         h, w = rgb.shape[:2]
-        estimated, cells = rbc_diameter is None, None
+        estimated, cells, method = rbc_diameter is None, None, "given"
         if estimated:
-            rbc_diameter, cells = measure_rbc_diameter(rgb)
+            rbc_diameter, cells, method = self.estimate_rbc_diameter(rgb)
         if not (rbc_diameter and rbc_diameter > 0 and math.isfinite(rbc_diameter)):
             raise InputError(f"RBC diameter must be a positive number of pixels, got {rbc_diameter}")
         scale = self.info.rbc_diameter_px / float(rbc_diameter)
@@ -353,7 +375,20 @@ class Segmenter:
             conf = _resize_uint8(conf_s, h, w, smooth=False)
         else:
             labels, conf = labels_s, conf_s
-        return Segmentation(labels, conf, float(rbc_diameter), estimated, scale, cells)
+        return Segmentation(labels, conf, float(rbc_diameter), estimated, scale, cells, method)
+
+    def estimate_rbc_diameter(self, image: np.ndarray) -> tuple[float, int, str]:
+        """(diameter px, cells it rests on, method): by the network when it finds RBCs (and the
+        segmenter's scale method is 'network'), else by the classical threshold estimate."""
+        rgb = prepare_image(image)
+        if self.scale_method is ScaleMethod.NETWORK:
+            from .autoscale import estimate_scale
+
+            res = estimate_scale(self, rgb)
+            if res is not None:
+                return res.diameter, res.cells, ScaleMethod.NETWORK.value
+        d, n = measure_rbc_diameter(rgb)
+        return d, n, ScaleMethod.CLASSICAL.value
 
     def segment(
         self,

@@ -1,0 +1,110 @@
+"""Automatic scale from the network itself (after Cellpose's size model + refinement pass).
+
+The model knows healthy RBCs at one size (36 px) and, trained with zoom jitter, still finds them
+when they are a third larger or smaller. So: look at one window of the image at a few candidate
+scales (√2 apart, 9-288 px, all in one batch), measure the RBCs the network finds at each, keep
+the candidate where the network is surest of its map and its RBCs come out near the training size,
+and refine the diameter by the measured size; a second pass at the refined scale confirms it. Measuring is by each RBC blob's
+widest inscribed disc, which holds for touching and border-cut cells alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .classes import RBC_CLASSES
+
+CANDIDATES = tuple(round(9 * 2 ** (k / 2), 1) for k in range(11))  # 9 … 288 px, a factor √2 apart
+MIN_CELLS = 3
+
+
+@dataclass
+class ScaleResult:
+    diameter: float  # healthy-RBC diameter in the input image, px
+    cells: int  # RBC blobs the final measurement rests on
+    method: str  # 'network' or 'classical'
+
+
+def _window(rgb: np.ndarray, d: float, train_d: float, tile: int) -> np.ndarray:
+    """The centre window of the image that fills one tile at scale d → train_d, resized to it."""
+    from .infer import _resize_uint8
+
+    h, w = rgb.shape[:2]
+    s = train_d / d
+    side = int(round(tile / s))
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    crop = rgb[y0 : y0 + side, x0 : x0 + side]
+    ch, cw = crop.shape[:2]
+    nh, nw = max(8, min(tile, round(ch * s))), max(8, min(tile, round(cw * s)))
+    return _resize_uint8(crop, nh, nw, smooth=True)
+
+
+def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[float | None, int]:
+    """(median RBC diameter in model px, blobs measured) from the widest inscribed disc of each
+    RBC-class blob of a plausible size; None when fewer than MIN_CELLS."""
+    lab = labels[: valid[0], : valid[1]]
+    rbc = np.isin(lab, [int(c) for c in RBC_CLASSES])
+    if not rbc.any():
+        return None, 0
+    comp, n = ndi.label(rbc)
+    dist = ndi.distance_transform_edt(np.pad(rbc, 1))[1:-1, 1:-1]
+    widths = 2 * np.asarray(ndi.maximum(dist, comp, index=np.arange(1, n + 1)))
+    areas = np.bincount(comp.ravel())[1:]
+    keep = (areas >= 0.15 * math.pi * (train_d / 2) ** 2) & (widths >= 0.3 * train_d)
+    if keep.sum() < MIN_CELLS:
+        return None, int(keep.sum())
+    # area-weighted median: fragments barely count
+    w, a = widths[keep], areas[keep]
+    order = np.argsort(w)
+    cum = np.cumsum(a[order])
+    return float(w[order][np.searchsorted(cum, cum[-1] / 2)]), int(keep.sum())
+
+
+def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] = CANDIDATES) -> ScaleResult | None:
+    """Healthy-RBC diameter (px) of ``rgb`` (uint8 RGB) by the network's own RBCs, or None when
+    the network finds no RBCs at any candidate scale."""
+    train_d, tile = float(segmenter.info.rbc_diameter_px), segmenter.tile
+    h, w = rgb.shape[:2]
+    # candidates that leave a window of at least 16 model px
+    cands = [d for d in candidates if min(h, w) * train_d / d >= 16]
+    if not cands:
+        return None
+    best = None
+    wins = [_window(rgb, d, train_d, tile) for d in cands]
+    probs = _predict(segmenter, wins)
+    for d, win, p in zip(cands, wins, probs):
+        m, n = _measure(p.argmax(0), win.shape[:2], train_d)
+        if m is None:
+            continue
+        # a wrong scale leaves the network unsure (cells it never saw at that size)
+        score = float(p.max(0).mean()) - 0.1 * abs(math.log(m / train_d))
+        if best is None or score > best[0]:
+            best = (score, d * m / train_d, n)
+    if best is None:
+        return None
+    d1 = best[1]
+    # confirm at the refined scale: the network now sees RBCs near its own size
+    win = _window(rgb, d1, train_d, tile)
+    m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
+    if m is None:
+        return ScaleResult(d1, best[2], "network")
+    d2 = d1 * m / train_d
+    return ScaleResult(float(math.sqrt(d1 * d2)), n, "network")
+
+
+def _predict(segmenter, windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Class probabilities of each window, padded to one tile (mirrored) and cropped back."""
+    t = segmenter.tile
+    batch = []
+    for win in windows:
+        h, w = win.shape[:2]
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        batch.append(np.pad(win, ((0, t - h), (0, t - w), (0, 0)), mode=mode) if (h, w) != (t, t) else win)
+    probs = segmenter.predict_tiles(np.stack(batch))
+    return [p[:, : win.shape[0], : win.shape[1]] for p, win in zip(probs, windows)]
+
+
