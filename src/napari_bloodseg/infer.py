@@ -247,7 +247,7 @@ def _resize_uint8(arr: np.ndarray, h: int, w: int, smooth: bool) -> np.ndarray:
     from PIL import Image
 
     method = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
-    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), method))
+    return np.array(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), method))  # writable: users edit class maps
 
 
 def _blend_window(tile: int, overlap: int) -> np.ndarray:
