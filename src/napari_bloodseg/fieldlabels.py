@@ -23,13 +23,6 @@ from .realfields import RealField
 TRAIN_RBC_DIAMETER = 36.0
 
 
-def _resize(arr: np.ndarray, h: int, w: int, smooth: bool) -> np.ndarray:
-    from PIL import Image
-
-    method = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
-    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), method))
-
-
 def optical_density(rgb: np.ndarray, d: float) -> np.ndarray:
     """Per-channel optical density against the local glass brightness (the brightest level
     within about two RBC diameters, smoothed): flat-fields vignetting and uneven light."""
@@ -108,6 +101,8 @@ def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndar
     h, w = rgb.shape[:2]
     nh, nw = max(8, round(h * s)), max(8, round(w * s))
     if (nh, nw) != (h, w):
-        rgb = _resize(rgb, nh, nw, smooth=True)
+        from .infer import _resize_uint8
+
+        rgb = _resize_uint8(rgb, nh, nw, smooth=True)
     boxes = [tuple(v * s for v in b) for b in field.wbc_boxes]
     return rgb, derive_labels(rgb, boxes, field.wbc_types, d)
