@@ -45,15 +45,14 @@ def zoom(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, lo: float 
     """Rescale by a factor in [lo, hi] (log-uniform) keeping the size: zooming in crops the centre
     region, zooming out pads with mirrored image and ignored mask. Teaches tolerance to a scale
     estimate that is off by up to a third."""
-    from PIL import Image
+    from .infer import _resize_uint8
 
     f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     if abs(f - 1) < 0.03:
         return img, mask
     h, w = mask.shape
     nh, nw = max(8, round(h * f)), max(8, round(w * f))
-    im = np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((nw, nh), Image.Resampling.BILINEAR))
-    mk = np.asarray(Image.fromarray(np.ascontiguousarray(mask)).resize((nw, nh), Image.Resampling.NEAREST))
+    im, mk = _resize_uint8(img, nh, nw, smooth=True), _resize_uint8(mask, nh, nw, smooth=False)
     if f > 1:
         y, x = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
         return im[y : y + h, x : x + w], mk[y : y + h, x : x + w]

@@ -289,10 +289,9 @@ class Segmentation:
         if not self.rbc_diameter_estimated:
             return f"{self.rbc_diameter:.1f} px ({self.rbc_scale_method})"
         n = self.rbc_cells_measured or 0
-        what = "RBCs found by the network" if self.rbc_scale_method == ScaleMethod.NETWORK.value else "isolated cells"
-        if n == 1:
-            what = "RBC found by the network" if self.rbc_scale_method == ScaleMethod.NETWORK.value else "isolated cell"
-        text = f"{self.rbc_diameter:.1f} px (estimated from {n} {what})"
+        network = self.rbc_scale_method == ScaleMethod.NETWORK.value
+        noun = ("RBC" if network else "isolated cell") + ("s" if n != 1 else "")
+        text = f"{self.rbc_diameter:.1f} px (estimated from {n} {noun}{' found by the network' if network else ''})"
         return text + (": uncertain, give the RBC diameter" if self.rbc_diameter_uncertain else "")
 
 

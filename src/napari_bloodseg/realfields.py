@@ -119,18 +119,19 @@ def _voc_boxes(xml: Path) -> dict[str, list[Box]]:
             continue
         box = (y0, x0, y1, x1)
         name = (obj.findtext("name") or "").strip()
-        if any(_iou(box, b) > 0.8 for b in out.get(name, [])):  # BCCD repeats some boxes
+        if any(box_iou(box, b) > 0.8 for b in out.get(name, [])):  # BCCD repeats some boxes
             continue
         out.setdefault(name, []).append(box)
     return out
 
 
-def _iou(a: Box, b: Box) -> float:
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two (row0, col0, row1, col1) boxes."""
     ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ih * iw
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(inter / union) if union > 0 else 0.0
 
 
 @lru_cache(maxsize=4)

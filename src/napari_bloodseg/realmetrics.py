@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from .classes import RBC_CLASSES, WBC_CLASSES, BloodClass
+from .realfields import SOURCE_RBC_DIAMETER, Box, box_iou
 
 if TYPE_CHECKING:
     from .cells import CellRecord
     from .infer import Segmenter
     from .realfields import RealField
 
-Box = tuple[float, float, float, float]  # (row0, col0, row1, col1), row1/col1 exclusive
 Cells = tuple[np.ndarray, list["CellRecord"]]  # find_cells output: instance map and records
 
 _WBC_IDS = tuple(int(c) for c in WBC_CLASSES)
@@ -43,7 +43,7 @@ MODES = ("auto", "given")
 # Chula's point files often label only the abnormal cells: a field counts as completely annotated
 # when its points are at least this share of the cells a classical count finds
 CHULA_COMPLETE = 0.8
-CHULA_DIAMETER = 41.0
+CHULA_DIAMETER = SOURCE_RBC_DIAMETER["chula"]
 CLASSICAL_MIN_AREA = 0.3  # x the area of an RBC disc
 
 # Fields per source in a default run: under 10 minutes on 2 CPU cores with a training run beside
@@ -57,15 +57,6 @@ SHEET_PANEL_HEIGHT = 300
 
 
 # ---------------------------------------------------------------- boxes and instances
-
-def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two (row0, col0, row1, col1) boxes."""
-    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ih * iw
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
 
 def match_boxes(pred_boxes: Sequence[Box], true_boxes: Sequence[Box], iou: float = 0.5) -> tuple[int, int]:
     """(matched, false): greedy one-to-one matching, highest IoU first, pairs with IoU >= ``iou``.
