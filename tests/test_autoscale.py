@@ -44,3 +44,37 @@ def test_network_scale_on_real_fields(shared_data, shipped):
         fields = select_fields(heldout_fields(src, shared_data), 3)
         ok = sum(abs(estimate_scale(shipped, f.image()).diameter / f.rbc_diameter - 1) <= 0.15 for f in fields)
         assert ok >= 2, src
+
+
+def test_scale_head_learns_a_size_signal_and_travels_in_the_checkpoint(tmp_path):
+    from napari_bloodseg.checkpoint import CheckpointError, ModelInfo, load_checkpoint, save_checkpoint
+    from napari_bloodseg.model import UNet
+    from napari_bloodseg.scalehead import PREFIX, fit_head
+
+    rng = np.random.default_rng(0)
+    u = rng.uniform(-2, 2, 600)
+    feats = rng.normal(size=(600, 12))
+    feats[:, :4] += 2 * u[:, None]  # a few features carry the size, the rest is noise
+    head = fit_head(feats[:500], u[:500], hidden=16, epochs=100)
+    err = head.predict(feats[500:]) - u[500:]
+    assert np.sqrt(np.mean(err**2)) < 0.45  # no signal: ~1.15
+    model = UNet(width=4)
+    save_checkpoint(tmp_path / "m.safetensors", model, ModelInfo(width=4, scale_head=head))
+    loaded, info = load_checkpoint(tmp_path / "m.safetensors")
+    assert np.allclose(info.scale_head.predict(feats[500:]), head.predict(feats[500:]), atol=1e-5)
+    assert not any(k.startswith(PREFIX) for k in loaded.state_dict())
+    # a head whose tensors do not fit together is refused with the file's name
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "m.safetensors"))
+    state[PREFIX + "w2"] = state[PREFIX + "w2"][:3]
+    from napari_bloodseg.checkpoint import META_KEY, read_metadata
+    import json
+
+    save_file(state, str(tmp_path / "bad.safetensors"), metadata={META_KEY: json.dumps(read_metadata(tmp_path / "m.safetensors"))})
+    with pytest.raises(CheckpointError, match="bad.safetensors: scale head"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_the_shipped_model_carries_a_size_model(shipped):
+    assert shipped.info.scale_head is not None

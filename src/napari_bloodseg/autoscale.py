@@ -1,5 +1,10 @@
 """Automatic scale from the network itself (after Cellpose's size model + refinement pass).
 
+With a size model in the checkpoint (scalehead.py): each candidate window's features give an
+estimate of the RBC diameter, and the estimates of candidates near the training size count most; a
+second pass at that scale refines it by the RBCs the network measures, when they agree (±35 %).
+Without one, the older rule below applies.
+
 The model knows healthy RBCs at one size (36 px) and, trained with zoom jitter, still finds them
 when they are a third larger or smaller. So: look at one window of the image at a few candidate
 scales (√2 apart, 9-288 px, all in one batch), measure the RBCs the network finds at each, keep
@@ -43,36 +48,53 @@ def _window(rgb: np.ndarray, d: float, train_d: float, tile: int) -> np.ndarray:
     return _resize_uint8(crop, nh, nw, smooth=True)
 
 
-def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[float | None, int]:
-    """(median RBC diameter in model px, blobs measured) from the widest inscribed disc of each
-    RBC-class blob of a plausible size; None when fewer than MIN_CELLS."""
+def _blobs(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[np.ndarray, np.ndarray]:
+    """(widest inscribed disc, area) of each RBC-class blob of a plausible size, in model px."""
     lab = labels[: valid[0], : valid[1]]
     rbc = np.isin(lab, [int(c) for c in RBC_CLASSES])
     if not rbc.any():
-        return None, 0
+        return np.zeros(0), np.zeros(0)
     comp, n = ndi.label(rbc)
     dist = ndi.distance_transform_edt(np.pad(rbc, 1))[1:-1, 1:-1]
     widths = 2 * np.asarray(ndi.maximum(dist, comp, index=np.arange(1, n + 1)))
     areas = np.bincount(comp.ravel())[1:]
     keep = (areas >= 0.15 * math.pi * (train_d / 2) ** 2) & (widths >= 0.3 * train_d)
-    if keep.sum() < MIN_CELLS:
-        return None, int(keep.sum())
+    return widths[keep], areas[keep]
+
+
+def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[float | None, int]:
+    """(median RBC diameter in model px, blobs measured) from the widest inscribed disc of each
+    RBC-class blob of a plausible size; None when fewer than MIN_CELLS."""
+    return _median_width(*_blobs(labels, valid, train_d))
+
+
+def _median_width(widths: np.ndarray, areas: np.ndarray) -> tuple[float | None, int]:
+    if len(widths) < MIN_CELLS:
+        return None, len(widths)
     # area-weighted median: fragments barely count
-    w, a = widths[keep], areas[keep]
-    order = np.argsort(w)
-    cum = np.cumsum(a[order])
-    return float(w[order][np.searchsorted(cum, cum[-1] / 2)]), int(keep.sum())
+    order = np.argsort(widths)
+    cum = np.cumsum(areas[order])
+    return float(widths[order][np.searchsorted(cum, cum[-1] / 2)]), len(widths)
 
 
-def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] = CANDIDATES) -> ScaleResult | None:
-    """Healthy-RBC diameter (px) of ``rgb`` (uint8 RGB) by the network's own RBCs, or None when
-    the network finds no RBCs at any candidate scale."""
+HEAD_CANDIDATES = tuple(round(9 * 2.0**k, 1) for k in range(6))  # 9 … 288 px, a factor 2 apart
+HEAD_SIGMA = 0.5  # how fast a candidate's weight falls with its predicted distance u from the training size
+
+
+def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] | None = None) -> ScaleResult | None:
+    """Healthy-RBC diameter (px) of ``rgb`` (uint8 RGB) by the network, or None when it cannot
+    tell (no size model and no RBCs at any candidate scale)."""
     train_d, tile = float(segmenter.info.rbc_diameter_px), segmenter.tile
     h, w = rgb.shape[:2]
+    head = segmenter.info.scale_head
+    if candidates is None:
+        candidates = HEAD_CANDIDATES if head is not None else CANDIDATES
     # candidates that leave a window of at least 16 model px
     cands = [d for d in candidates if min(h, w) * train_d / d >= 16]
     if not cands:
         return None
+    if head is not None:
+        return _estimate_with_head(segmenter, head, rgb, cands, train_d, tile)
     best = None
     wins = [_window(rgb, d, train_d, tile) for d in cands]
     probs = _predict(segmenter, wins)
@@ -96,15 +118,35 @@ def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] = C
     return ScaleResult(float(math.sqrt(d1 * d2)), n, "network")
 
 
-def _predict(segmenter, windows: list[np.ndarray]) -> list[np.ndarray]:
-    """Class probabilities of each window, padded to one tile (mirrored) and cropped back."""
-    t = segmenter.tile
+def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) -> ScaleResult:
+    from .scalehead import window_features
+
+    wins = [_window(rgb, d, train_d, tile) for d in cands]
+    _, feats = window_features(segmenter, _pad_batch(wins, tile))
+    u = head.predict(feats)
+    logd = np.log(cands) + u
+    wts = np.exp(-0.5 * (u / HEAD_SIGMA) ** 2) + 1e-6
+    d1 = float(np.exp((wts * logd).sum() / wts.sum()))
+    # refine at that scale by the RBCs the network finds there, near its training size
+    win = _window(rgb, d1, train_d, tile)
+    m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
+    if m is not None and abs(math.log(m / train_d)) < math.log(1.35):
+        return ScaleResult(d1 * math.sqrt(m / train_d), n, "network")
+    return ScaleResult(d1, n, "network")
+
+
+def _pad_batch(windows: list[np.ndarray], t: int) -> np.ndarray:
     batch = []
     for win in windows:
         h, w = win.shape[:2]
         mode = "reflect" if min(h, w) > 1 else "edge"
         batch.append(np.pad(win, ((0, t - h), (0, t - w), (0, 0)), mode=mode) if (h, w) != (t, t) else win)
-    probs = segmenter.predict_tiles(np.stack(batch))
+    return np.stack(batch)
+
+
+def _predict(segmenter, windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Class probabilities of each window, padded to one tile (mirrored) and cropped back."""
+    probs = segmenter.predict_tiles(_pad_batch(windows, segmenter.tile))
     return [p[:, : win.shape[0], : win.shape[1]] for p, win in zip(probs, windows)]
 
 

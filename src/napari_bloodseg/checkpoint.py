@@ -39,6 +39,7 @@ class ModelInfo:
     std: tuple[float, float, float] = DEFAULT_STD
     rbc_diameter_px: float = TRAINING_RBC_DIAMETER
     training: dict[str, Any] = field(default_factory=dict)
+    scale_head: Any = None  # scalehead.ScaleHead fitted to these weights, or None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +102,8 @@ def save_checkpoint(path: str | os.PathLike, model: UNet, info: ModelInfo) -> No
 
     info.width = model.width
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if info.scale_head is not None:
+        tensors.update(info.scale_head.tensors())
     meta = {META_KEY: json.dumps(info.to_json())}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -135,6 +138,14 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         state = load_file(str(path), device="cpu")
     except Exception as e:
         raise CheckpointError(f"{path.name}: weights are corrupted") from e
+    from .scalehead import PREFIX, ScaleHead
+
+    head = {k: state.pop(k) for k in [k for k in state if k.startswith(PREFIX)]}
+    if head:
+        try:
+            info.scale_head = ScaleHead.from_tensors(head)
+        except ValueError as e:
+            raise CheckpointError(f"{path.name}: {e}") from e
     model = UNet(width=info.width)
     try:
         model.load_state_dict(state)

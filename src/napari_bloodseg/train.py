@@ -308,6 +308,7 @@ def train(
         if config.init:
             model, info = load_checkpoint(config.init)
             info.training = {"fine_tuned_from": str(config.init)}
+            info.scale_head = None  # fitted to the encoder before training: refit with scripts/fit_scale_head.py
         else:
             mean, std = dataset_stats(train_set)
             model, info = UNet(width=config.width), ModelInfo(width=config.width, mean=mean, std=std)

@@ -1,0 +1,99 @@
+"""Automatic scale on real fields: the RBC-diameter estimate against the truth from boxes,
+points or masks (issue "Automatic scale that is right on real fields"), and its cost.
+
+    python benchmarks/bench_scale.py [--model CKPT] [--per-source N] [--sources a,b]
+                                     [--method network|classical] [--out scale.json]
+
+Only the estimate runs (no segmentation), so all held-out fields of a source can be measured in
+seconds each. Per source: fraction of fields within ±15 % of the truth, median relative error,
+and the worst fields. Cost: mean estimate time against segmenting a 1000×1000 rendered field at
+a given scale, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from napari_bloodseg import realmetrics
+from napari_bloodseg.realfields import SOURCES, default_data_dir
+
+
+def cost_ratio(seg, repeats: int = 3) -> dict:
+    """Estimate time / segmentation time on a 1000×1000 rendered field (median of ``repeats``)."""
+    from napari_bloodseg.render import render_smear
+
+    rgb = render_smear((1000, 1000), rbc_diameter=40.0, seed=0).image
+    seg.segment(rgb, 40.0)  # warm-up
+    est, full = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        seg.estimate_rbc_diameter(rgb)
+        est.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        seg.segment(rgb, 40.0)
+        full.append(time.perf_counter() - t)
+    e, f = float(np.median(est)), float(np.median(full))
+    return {"estimate_s": round(e, 3), "segment_s": round(f, 3), "ratio": round(e / f, 3)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    ap.add_argument("--data", type=Path, default=None, help="shared data folder (default ../shared/data)")
+    ap.add_argument("--out", type=Path, default=Path("scale.json"))
+    ap.add_argument("--per-source", type=int, default=30, help="fields per source (default: %(default)s)")
+    ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of " + ",".join(SOURCES))
+    ap.add_argument("--method", default="network", choices=["network", "classical"])
+    ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
+    args = ap.parse_args(argv)
+
+    from napari_bloodseg.infer import Segmenter
+
+    data = args.data or default_data_dir()
+    if not data.is_dir():
+        ap.error(f"no data folder {data}")
+    seg = Segmenter.from_file(args.model, "cpu", scale_method=args.method)
+    result: dict = {"model": str(args.model or "default"), "method": args.method, "sources": {}}
+    for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
+        fields = [f for f in realmetrics.heldout_fields(source, data) if f.rbc_diameter]
+        chosen = realmetrics.select_fields(fields, args.per_source)
+        rows, times = [], []
+        for f in chosen:
+            try:
+                rgb = f.image()
+            except ValueError:
+                continue
+            t = time.perf_counter()
+            d, n, how = seg.estimate_rbc_diameter(rgb)
+            times.append(time.perf_counter() - t)
+            rows.append({"field": f.name, "truth": round(f.rbc_diameter, 1), "estimate": round(d, 1), "cells": n,
+                         "method": how, "err": round(realmetrics.scale_error(d, f.rbc_diameter), 3)})
+        errs = [r["err"] for r in rows]
+        summary = {"n": len(rows), "within_15pct": round(float(np.mean([e <= 0.15 for e in errs])), 3) if errs else None,
+                   "err_median": round(float(np.median(errs)), 3) if errs else None,
+                   "seconds_per_field": round(float(np.mean(times)), 3) if times else None,
+                   "worst": sorted(rows, key=lambda r: -r["err"])[:5], "fields": rows}
+        result["sources"][source] = summary
+        print(f"{source:<15} n {summary['n']:>3}  within15 {summary['within_15pct']}  median err {summary['err_median']}"
+              f"  {summary['seconds_per_field']} s/field", flush=True)
+        for r in summary["worst"][:3]:
+            print(f"    {r['field']}: truth {r['truth']} est {r['estimate']} ({r['cells']} cells, {r['method']})")
+    if not args.no_cost:
+        result["cost"] = cost_ratio(seg)
+        print(f"cost: estimate {result['cost']['estimate_s']} s, segment 1000x1000 {result['cost']['segment_s']} s,"
+              f" ratio {result['cost']['ratio']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

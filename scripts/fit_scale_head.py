@@ -1,0 +1,133 @@
+"""Fit the size model (napari_bloodseg.scalehead) of a checkpoint on images of known scale that
+the benchmark never scores, and store it in the checkpoint's metadata.
+
+    python scripts/fit_scale_head.py --model CKPT [--out CKPT] [--per-source 120] [--synth SYNTH]
+
+Images: training-split fields of the real sources (realfields.TRAINABLE: truth diameters from
+their boxes/points), whole PBC crops of the bank's training split (WBC-centred crops, 76 px RBCs),
+and optionally synthesized tiles (36 px). Each image gives windows at several candidate scales
+exactly as autoscale cuts them (u = log of the window's RBC size over the training size, uniform
+in ±U_RANGE), half of them with the wide appearance randomisation. Prints a leave-one-source-out
+error before fitting on all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from napari_bloodseg.augment import appearance
+from napari_bloodseg.autoscale import _window
+from napari_bloodseg.infer import Segmenter
+from napari_bloodseg.realfields import TRAINABLE, default_data_dir, read_fields
+from napari_bloodseg.scalehead import ensemble, fit_head, window_features
+
+U_RANGE = 2.5
+
+
+def known_scale_images(data: Path, per_source: int, synth: Path | None, rng) -> list[tuple[str, object, float]]:
+    """(group, loader, truth diameter) of images of known scale, none of them benchmark fields."""
+    import imageio.v3 as iio
+
+    out = []
+    for source in TRAINABLE:
+        fields = [f for f in read_fields(source, data) if f.split == "train" and f.rbc_diameter]
+        for i in rng.permutation(len(fields))[:per_source]:
+            out.append((source, fields[i].image, float(fields[i].rbc_diameter)))
+    bank = Path("work_data/bank/manifest.csv")
+    if bank.is_file():
+        rows = {r["source_file"]: r for r in csv.DictReader(bank.open()) if r["source"] == "pbc" and r["split"] == "train"}
+        files = sorted(rows)
+        for i in rng.permutation(len(files))[:per_source]:
+            r = rows[files[i]]
+            out.append(("pbc", (lambda p=data / "pbc" / r["source_file"]: np.asarray(iio.imread(p))[..., :3]),
+                        float(r["source_rbc_diameter_px"])))
+    if synth is not None:
+        files = sorted((synth / "train" / "images").glob("*.png"))
+        for i in rng.permutation(len(files))[:per_source]:
+            out.append(("synth", (lambda p=files[i]: np.asarray(iio.imread(p))[..., :3]), 36.0))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--out", default=None, help="checkpoint to write (default: --model, in place)")
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--per-source", type=int, default=120)
+    ap.add_argument("--windows", type=int, default=5, help="candidate windows per image")
+    ap.add_argument("--synth", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help="npz of features to reuse/write")
+    ap.add_argument("--extra-cache", type=Path, nargs="*", default=[], help="more feature npz files to fit on")
+    ap.add_argument("--seeds", type=int, default=4, help="heads averaged (an ensemble stored as one head)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    seg = Segmenter.from_file(args.model, "cpu")
+    train_d, tile = float(seg.info.rbc_diameter_px), seg.tile
+    if args.cache and args.cache.is_file():
+        z = np.load(args.cache)
+        feats, us, groups = z["feats"], z["u"], z["groups"]
+    else:
+        items = known_scale_images(args.data or default_data_dir(), args.per_source, args.synth, rng)
+        t0 = time.perf_counter()
+        feats, us, groups = [], [], []
+        for k, (group, load, d_true) in enumerate(items):
+            rgb = load()
+            wins, ulist = [], []
+            for u in rng.uniform(-U_RANGE, U_RANGE, args.windows):
+                d = d_true * math.exp(-u)  # candidate at which the window's RBCs are train_d * e^u
+                if min(rgb.shape[:2]) * train_d / d < 16:
+                    continue
+                win = _window(rgb, d, train_d, tile)
+                if rng.random() < 0.5:
+                    win = appearance(win, np.ones(win.shape[:2], np.uint8), rng)
+                h, w = win.shape[:2]
+                if (h, w) != (tile, tile):
+                    win = np.pad(win, ((0, tile - h), (0, tile - w), (0, 0)), mode="reflect")
+                wins.append(win)
+                ulist.append(u)
+            if not wins:
+                continue
+            _, f = window_features(seg, np.stack(wins))
+            feats.append(f)
+            us += ulist
+            groups += [group] * len(ulist)
+            if k % 50 == 0:
+                print(f"  {k}/{len(items)} images, {time.perf_counter() - t0:.0f} s", flush=True)
+        feats, us, groups = np.concatenate(feats), np.asarray(us), np.asarray(groups)
+        if args.cache:
+            np.savez(args.cache, feats=feats, u=us, groups=groups)
+    for extra in args.extra_cache:
+        z = np.load(extra)
+        feats, us, groups = np.concatenate([feats, z["feats"]]), np.concatenate([us, z["u"]]), np.concatenate([groups, z["groups"]])
+    print(f"{len(us)} windows from groups {sorted(set(groups.tolist()))}")
+    for g in sorted(set(groups.tolist())):
+        tr, te = groups != g, groups == g
+        head = fit_head(feats[tr], us[tr], u_range=U_RANGE)
+        err = head.predict(feats[te]) - us[te]
+        near = np.abs(us[te]) < 0.5
+        print(f"  leave out {g:<13} rmse {np.sqrt(np.mean(err ** 2)):.3f}  |u|<0.5: rmse {np.sqrt(np.mean(err[near] ** 2)):.3f}"
+              f"  within 15%: {np.mean(np.abs(err[near]) < math.log(1.15)):.2f}")
+    head = ensemble([fit_head(feats, us, u_range=U_RANGE, seed=k) for k in range(args.seeds)])
+    write_head(args.model, args.out or args.model, head)
+
+
+def write_head(src, dst, head) -> None:
+    from napari_bloodseg.checkpoint import DEFAULT_MODEL, load_checkpoint, save_checkpoint
+
+    model, info = load_checkpoint(src)
+    info.scale_head = head
+    save_checkpoint(dst or src or DEFAULT_MODEL, model, info)
+    print(f"wrote the scale head into {dst or src or DEFAULT_MODEL}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""A size model on the network's own features (after Cellpose's SizeModel): from a window of the
+image resampled at a candidate scale, predict how far the RBCs in it are from the training size.
+
+Features are the U-Net's bottleneck activations (mean and standard deviation per channel) and the
+mean class probabilities of the window; a one-hidden-layer perceptron maps them to
+``u = log(RBC diameter in the window / training diameter)``. The head is fitted per checkpoint
+(scripts/fit_scale_head.py) and stored in it as ``scale_head.*`` tensors; training drops it,
+since it reads the encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PREFIX = "scale_head."
+_KEYS = ("mean", "std", "w1", "b1", "w2", "b2")
+
+
+@dataclass
+class ScaleHead:
+    mean: np.ndarray  # (F,) feature standardisation
+    std: np.ndarray
+    w1: np.ndarray  # (F, H)
+    b1: np.ndarray  # (H,)
+    w2: np.ndarray  # (H,)
+    b2: float
+    u_range: float  # |u| the head was fitted on
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        """u for each row of ``feats`` (N, F)."""
+        z = (np.asarray(feats, np.float32) - self.mean) / self.std
+        hidden = np.maximum(z @ self.w1 + self.b1, 0)
+        return np.clip(hidden @ self.w2 + self.b2, -self.u_range, self.u_range)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        arrays = {"mean": self.mean, "std": self.std, "w1": self.w1, "b1": self.b1, "w2": self.w2,
+                  "b2": np.array([self.b2]), "u_range": np.array([self.u_range])}
+        return {PREFIX + k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in arrays.items()}
+
+    @classmethod
+    def from_tensors(cls, state: dict[str, torch.Tensor]) -> "ScaleHead":
+        """From a checkpoint's ``scale_head.*`` tensors; ValueError when they do not fit together."""
+        try:
+            a = {k: state[PREFIX + k].float().numpy() for k in (*_KEYS, "u_range")}
+        except KeyError as e:
+            raise ValueError(f"scale head incomplete: no {e.args[0]}") from None
+        f, h = a["w1"].shape if a["w1"].ndim == 2 else (-1, -1)
+        if a["mean"].shape != (f,) or a["std"].shape != (f,) or a["b1"].shape != (h,) or a["w2"].shape != (h,):
+            raise ValueError("scale head: tensor shapes do not fit together")
+        return cls(a["mean"], a["std"], a["w1"], a["b1"], a["w2"], float(a["b2"][0]), float(a["u_range"][0]))
+
+
+def fit_head(feats: np.ndarray, u: np.ndarray, hidden: int = 64, epochs: int = 60, u_range: float = 2.5,
+             seed: int = 0) -> ScaleHead:
+    """Fit the perceptron (input dropout 0.2, AdamW, smooth L1) on standardised features."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mean, std = feats.mean(0), feats.std(0) + 1e-6
+    x = torch.tensor((feats - mean) / std, dtype=torch.float32)
+    y = torch.tensor(u, dtype=torch.float32)
+    lin1, lin2 = torch.nn.Linear(x.shape[1], hidden), torch.nn.Linear(hidden, 1)
+    net = torch.nn.Sequential(torch.nn.Dropout(0.2), lin1, torch.nn.ReLU(), lin2)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-3)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 128):
+            b = perm[i : i + 128]
+            loss = torch.nn.functional.smooth_l1_loss(net(x[b])[:, 0], y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    d = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
+    return ScaleHead(mean.astype(np.float32), std.astype(np.float32), d(lin1.weight).T.copy(), d(lin1.bias),
+                     d(lin2.weight)[0], float(lin2.bias.item()), u_range)
+
+
+def ensemble(heads: list[ScaleHead]) -> ScaleHead:
+    """One head whose prediction is the mean of ``heads`` (fitted on the same features): their hidden
+    layers side by side. The clip to ±u_range comes after the mean, as for one head."""
+    first = heads[0]
+    if any(not (np.array_equal(h.mean, first.mean) and np.array_equal(h.std, first.std)) for h in heads):
+        raise ValueError("heads of an ensemble must share their feature standardisation")
+    k = len(heads)
+    return ScaleHead(first.mean, first.std, np.concatenate([h.w1 for h in heads], 1), np.concatenate([h.b1 for h in heads]),
+                     np.concatenate([h.w2 for h in heads]) / k, float(np.mean([h.b2 for h in heads])), first.u_range)
+
+
+@torch.inference_mode()
+def window_features(segmenter, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, C, h, w), features (N, F)) of uint8 tiles (N, h, w, 3), one plain pass."""
+    model = segmenter.model
+    grabbed: list[torch.Tensor] = []
+    hook = model.down[-1].register_forward_hook(lambda m, i, o: grabbed.append(o.float()))
+    try:
+        x = torch.from_numpy(tiles).to(segmenter.device).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - segmenter._mean.to(segmenter.device)) / segmenter._std.to(segmenter.device)
+        if segmenter.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(segmenter.device.type, dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
+            logits = model(x)
+        probs = torch.softmax(logits.float(), dim=1)
+    finally:
+        hook.remove()
+    b = grabbed[-1]
+    feats = torch.cat([b.mean((2, 3)), b.std((2, 3)), probs.mean((2, 3))], dim=1)
+    return probs.cpu().numpy(), feats.cpu().numpy()
