@@ -1,13 +1,16 @@
-"""Inference speed, memory and agreement, all measured in one run on this machine.
+"""Inference speed, memory and agreement of each backend, all measured in one run on this machine.
 
     python benchmarks/bench_infer.py                 # reference-width (32) U-Net, random weights
     python benchmarks/bench_infer.py --model default # the shipped model
     python benchmarks/bench_infer.py --large         # adds a 100-megapixel field (minutes)
 
-Reports tiles/s of naive eager fp32 (no fusion, NCHW) and of the default path (batch norm folded,
-channels-last, bf16 where the CPU has native bf16 / AMP on CUDA), their ratio, whole-field times
-for 1000x1000 and 2048x2048, peak resident memory of each field run (child processes), and the
-agreement of the default path with fp32 on rendered fields with ground truth.
+Paths measured (tiles/s on one batch, ratio to torch eager fp32): torch eager fp32 (no fusion,
+NCHW), the torch default path (batch norm folded, channels-last, bf16 where the CPU has native bf16
+/ AMP on CUDA), OpenVINO fp32 and bf16 (when installed; bf16 only where the CPU runs it), and which
+one the default backend 'auto' picks. Then whole-field times for 1000x1000 and 2048x2048 with peak
+resident memory (child processes), the marginal time per 2016x2016 field of a `bloodseg segment`
+batch run (pipelined: the next field is read while one runs), and pixel agreement of each path
+with torch fp32 on rendered fields with ground truth (mIoU change).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +31,15 @@ from napari_bloodseg.infer import Segmenter
 from napari_bloodseg.metrics import confusion_matrix, scores
 from napari_bloodseg.model import UNet
 from napari_bloodseg.render import render_smear
+
+REFERENCE = "torch eager fp32"
+PATHS = {
+    REFERENCE: dict(backend="torch", fast=False, precision="fp32"),
+    "torch default": dict(backend="torch", fast=True, precision="auto"),
+    "openvino fp32": dict(backend="openvino", precision="fp32"),
+    "openvino bf16": dict(backend="openvino", precision="bf16"),
+    "default (auto)": dict(),
+}
 
 
 def build_model(spec: str) -> tuple[UNet, ModelInfo]:
@@ -40,6 +54,23 @@ def build_model(spec: str) -> tuple[UNet, ModelInfo]:
     return model, ModelInfo(width=int(spec))
 
 
+def segmenters(spec: str, batch: int) -> dict[str, Segmenter]:
+    """One segmenter per path this machine can run (OpenVINO bf16 only where the CPU runs bf16)."""
+    model, info = build_model(spec)
+    out = {}
+    for name, kw in PATHS.items():
+        try:
+            seg = Segmenter(model, info, "auto", batch_size=batch, **kw)
+        except ValueError as e:  # OpenVINO not installed, or asked for on a GPU machine
+            print(f"# {name}: skipped ({e})", flush=True)
+            continue
+        if name.startswith("openvino") and not seg.backend_text.endswith(name.split()[-1]):
+            print(f"# {name}: skipped (this CPU runs it as {seg.backend_text})", flush=True)
+            continue
+        out[name] = seg
+    return out
+
+
 def tiles_per_s(seg: Segmenter, batch: int, seconds: float) -> float:
     stack = np.stack([render_smear((224, 224), seed=i).image for i in range(batch)])
     seg.predict_tiles(stack)  # warm-up
@@ -50,48 +81,76 @@ def tiles_per_s(seg: Segmenter, batch: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _field_child(spec: str, fast: bool, size: int, q) -> None:
-    torch.set_num_threads(torch.get_num_threads())
+def _field_child(spec: str, path: str, size: int, q) -> None:
     model, info = build_model(spec)
-    seg = Segmenter(model, info, "auto", fast=fast, precision="auto" if fast else "fp32", batch_size=4)
+    seg = Segmenter(model, info, "auto", batch_size=4, **PATHS[path])
     img = render_smear((size, size), seed=1).image if size <= 4096 else np.tile(render_smear((1000, 1000), seed=1).image, (size // 1000 + 1, size // 1000 + 1, 1))[:size, :size]
+    seg.segment(img[:224, :224], rbc_diameter=36.0)  # compile/warm-up outside the timing
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     res = seg.segment(img, rbc_diameter=36.0)
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    n_tiles = len(range(0, max(1, size - 224), 192)) + 1
-    q.put({"size": size, "fast": fast, "seconds": dt, "peak_rss_mb": peak / 1024, "rss_before_mb": base / 1024,
-           "tiles": n_tiles**2, "labels_shape": list(res.labels.shape)})
+    q.put({"size": size, "path": path, "backend": seg.backend_text, "seconds": dt, "peak_rss_mb": peak / 1024,
+           "rss_before_mb": base / 1024, "tiles": seg.count_tiles(size, size), "labels_shape": list(res.labels.shape)})
 
 
-def field(spec: str, fast: bool, size: int) -> dict:
+def field(spec: str, path: str, size: int) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_field_child, args=(spec, fast, size, q))
+    p = ctx.Process(target=_field_child, args=(spec, path, size, q))
     p.start()
     out = q.get()
     p.join()
     return out
 
 
-def agreement(spec: str, n: int) -> dict:
-    model, info = build_model(spec)
-    naive = Segmenter(model, info, "auto", fast=False, precision="fp32")
-    fast = Segmenter(model, info, "auto", fast=True, precision="auto")
-    cm_n = np.zeros((10, 10), np.int64)
-    cm_f = np.zeros((10, 10), np.int64)
-    same = total = 0
+def batch_marginal(spec: str, n: int, size: int = 2016, rbc_diameter: float | None = 36.0) -> dict:
+    """Seconds per extra field of `bloodseg segment` over n fields (default backend); a given RBC
+    diameter keeps the tiles per field fixed (None: estimated per field, by the network)."""
+    import imageio.v3 as iio
+
+    from napari_bloodseg.checkpoint import save_checkpoint
+    from napari_bloodseg.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = []
+        if spec != "default":
+            save_checkpoint(tmp / "model.safetensors", *build_model(spec))
+            model = ["--model", str(tmp / "model.safetensors")]
+        for i in range(n):
+            iio.imwrite(tmp / f"f{i}.png", render_smear((size, size), seed=20 + i).image)
+        if rbc_diameter:
+            model += ["--rbc-diameter", str(rbc_diameter)]
+        main(["segment", str(tmp / "f0.png"), "--out", str(tmp / "warm"), "-q", *model])  # compile once
+        times = {}
+        for k in (1, n):
+            args = ["segment", *[str(tmp / f"f{i}.png") for i in range(k)], "--out", str(tmp / f"o{k}"), "-q", *model]
+            t0 = time.perf_counter()
+            assert main(args) == 0
+            times[k] = time.perf_counter() - t0
+    return {"size": size, "fields": n, "rbc_diameter": rbc_diameter or "estimated",
+            "seconds_1": times[1], f"seconds_{n}": times[n],
+            "marginal_seconds_per_field": (times[n] - times[1]) / (n - 1)}
+
+
+def agreement(segs: dict[str, Segmenter], n: int) -> dict:
+    ref = segs[REFERENCE]
+    cms = {k: np.zeros((10, 10), np.int64) for k in segs}
+    same = {k: 0 for k in segs}
+    total = 0
     for i in range(n):
         s = render_smear((448, 448), seed=100 + i)
-        a = naive.segment(s.image, rbc_diameter=36.0).labels
-        b = fast.segment(s.image, rbc_diameter=36.0).labels
-        same += int((a == b).sum())
+        a = ref.segment(s.image, rbc_diameter=36.0).labels
         total += a.size
-        cm_n += confusion_matrix(a, s.mask)
-        cm_f += confusion_matrix(b, s.mask)
-    mi_n, mi_f = scores(cm_n)["miou"], scores(cm_f)["miou"]
-    return {"pixel_agreement": same / total, "miou_fp32": mi_n, "miou_fast": mi_f, "miou_change": mi_f - mi_n, "fields": n}
+        for k, seg in segs.items():
+            b = a if seg is ref else seg.segment(s.image, rbc_diameter=36.0).labels
+            same[k] += int((a == b).sum())
+            cms[k] += confusion_matrix(b, s.mask)
+    mi_ref = scores(cms[REFERENCE])["miou"]
+    return {k: {"pixel_agreement": same[k] / total, "miou": scores(cms[k])["miou"],
+                "miou_change": scores(cms[k])["miou"] - mi_ref} for k in segs if k != REFERENCE} | {"fields": n}
 
 
 def main() -> None:
@@ -101,32 +160,42 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--large", action="store_true", help="also a 10000x10000 field (100 megapixels)")
     ap.add_argument("--agreement-fields", type=int, default=4)
+    ap.add_argument("--batch-fields", type=int, default=4, help="2016x2016 fields of the batch run (0: skip it)")
     args = ap.parse_args()
 
-    model, info = build_model(args.model)
-    naive = Segmenter(model, info, "auto", fast=False, precision="fp32")
-    fast = Segmenter(model, info, "auto", fast=True, precision="auto")
-    report = {"model": args.model, "device": str(fast.device), "threads": torch.get_num_threads(),
-              "fast_dtype": str(fast.dtype), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    report["naive_tiles_per_s"] = tiles_per_s(naive, args.batch, args.seconds)
-    report["fast_tiles_per_s"] = tiles_per_s(fast, args.batch, args.seconds)
-    report["speedup"] = report["fast_tiles_per_s"] / report["naive_tiles_per_s"]
+    segs = segmenters(args.model, args.batch)
+    report = {"model": args.model, "device": str(segs[REFERENCE].device), "threads": torch.get_num_threads(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "backends": {k: s.backend_text for k, s in segs.items()}, "tiles_per_s": {}}
+    for name, seg in segs.items():
+        report["tiles_per_s"][name] = tiles_per_s(seg, args.batch, args.seconds)
+    ref_rate = report["tiles_per_s"][REFERENCE]
+    report["ratio_to_eager_fp32"] = {k: v / ref_rate for k, v in report["tiles_per_s"].items()}
     print(json.dumps(report), flush=True)
+    fast_paths = [k for k in ("torch default", "default (auto)") if k in segs]
     sizes = [1000, 2048] + ([10000] if args.large else [])
-    report["fields"] = [field(args.model, True, s) for s in sizes] + [field(args.model, False, 1000)]
+    report["fields"] = [field(args.model, p, s) for p in fast_paths for s in sizes] + [field(args.model, REFERENCE, 1000)]
     for f in report["fields"]:
         f["seconds_per_tile"] = f["seconds"] / f["tiles"]
         print(json.dumps(f), flush=True)
-    report["agreement"] = agreement(args.model, args.agreement_fields)
+    if args.batch_fields > 1:
+        report["batch"] = batch_marginal(args.model, args.batch_fields)
+        print(json.dumps(report["batch"]), flush=True)
+    report["agreement"] = agreement({k: v for k, v in segs.items() if k != "default (auto)"}, args.agreement_fields)
     print(json.dumps(report["agreement"]), flush=True)
     print("\nsummary")
-    print(f"  naive eager fp32   {report['naive_tiles_per_s']:.2f} tiles/s")
-    print(f"  default path       {report['fast_tiles_per_s']:.2f} tiles/s  ({report['fast_dtype']}), x{report['speedup']:.2f}")
+    for name, rate in report["tiles_per_s"].items():
+        print(f"  {name:<17} {rate:6.2f} tiles/s  x{report['ratio_to_eager_fp32'][name]:.2f}  ({report['backends'][name]})")
     for f in report["fields"]:
-        kind = "default" if f["fast"] else "naive"
-        print(f"  {f['size']}x{f['size']} {kind:<8} {f['seconds']:.2f} s  ({f['tiles']} tiles, peak RSS {f['peak_rss_mb']:.0f} MB)")
-    a = report["agreement"]
-    print(f"  agreement with fp32: {100 * a['pixel_agreement']:.3f} % pixels, mIoU change {a['miou_change']:+.4f}")
+        print(f"  {f['size']}x{f['size']} {f['path']:<17} {f['seconds']:.2f} s  ({f['tiles']} tiles, "
+              f"peak RSS {f['peak_rss_mb']:.0f} MB)")
+    if "batch" in report:
+        b = report["batch"]
+        print(f"  batch of {b['fields']} {b['size']}x{b['size']} fields (default backend, RBC diameter {b['rbc_diameter']}): "
+              f"{b['marginal_seconds_per_field']:.2f} s marginal per field")
+    for name, a in report["agreement"].items():
+        if name != "fields":
+            print(f"  {name:<17} vs fp32: {100 * a['pixel_agreement']:.3f} % pixels, mIoU change {a['miou_change']:+.4f}")
 
 
 if __name__ == "__main__":

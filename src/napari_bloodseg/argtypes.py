@@ -1,4 +1,4 @@
-"""argparse value types shared by the `bloodseg` subcommands (one clear message each)."""
+"""argparse value types and option texts shared by the `bloodseg` subcommands (one clear message each)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,9 @@ def positive_float(text: str) -> float:
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return v
+
+
+BACKENDS = ["auto", "torch", "openvino"]
+BACKEND_HELP = ("what runs the network: torch, or OpenVINO (CPU only, faster than torch on most CPUs; "
+                "pip install 'napari-bloodseg[openvino]'); auto = OpenVINO on the CPU when it is installed, "
+                "else torch, and always torch on a CUDA or MPS GPU (default: %(default)s)")

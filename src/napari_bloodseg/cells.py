@@ -164,6 +164,7 @@ def write_report(result, image, csv_path: str | os.PathLike, json_path: str | os
     summary["rbc_diameter_estimated"] = result.rbc_diameter_estimated
     summary["rbc_cells_measured"] = result.rbc_cells_measured
     summary["rbc_diameter_method"] = getattr(result, "rbc_scale_method", "given")
+    summary["backend"] = getattr(result, "backend", None)  # what ran the network, e.g. 'openvino fp32'
     summary["rbc_diameter_uncertain"] = result.rbc_diameter_uncertain
     summary["image_shape"] = list(np.asarray(image).shape[:2])
     save_report(records, summary, csv_path, json_path)

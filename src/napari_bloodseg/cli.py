@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .argtypes import positive_float, positive_int
+from .argtypes import BACKEND_HELP, BACKENDS, positive_float, positive_int
 
 
 def _warn(text: str) -> None:
@@ -28,8 +28,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError
     from .classes import colorize
-    from .infer import Segmenter
+    from .infer import Prepared, ScaleMethod, Segmenter, prepare_image
     from .io import expand_inputs, read_image, write_png
+    from .pipeline import WarningsByKey, prefetch
     from .slide_report import SUMMARY_CSV, SUMMARY_JSON, run_line, run_summary, write_run_summary
 
     out = Path(args.out)
@@ -41,7 +42,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             return 2
     try:
         seg = Segmenter.from_file(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                                  scale_method=args.scale_method)
+                                  scale_method=args.scale_method, backend=args.backend)
     except (CheckpointError, ValueError) as e:
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
@@ -53,46 +54,68 @@ def cmd_segment(args: argparse.Namespace) -> int:
     failed: list[str] = []
     seen: set[str] = set()
     summaries: list[tuple[str, dict]] = []
-    for path in tqdm(inputs, desc="segment", unit="image", disable=args.quiet, leave=False, file=sys.stderr):
-        try:
-            if path.stem in seen:
-                raise ValueError(f"{path}: another input has the same name '{path.stem}'; outputs would collide")
-            seen.add(path.stem)
-            targets = [out / f"{path.stem}_labels.png", out / f"{path.stem}_color.png"]
-            if args.report:
-                targets += [out / f"{path.stem}_cells.csv", out / f"{path.stem}_summary.json"]
-            clash = [t for t in targets if t.exists()]
-            if clash and not args.overwrite:
-                raise ValueError(f"{path}: {clash[0]} already exists (use --overwrite to replace)")
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                image = read_image(path)
-                diameter = args.rbc_diameter or (RBC_MICRONS / args.pixel_size if args.pixel_size else None)
-                result = seg.segment(image, rbc_diameter=diameter)
-                if args.pixel_size and not args.rbc_diameter:
-                    result.rbc_scale_method = f"pixel size {args.pixel_size:g} µm"
-            for w in caught:
-                _warn(f"{path}: {' '.join(str(w.message).split())}")
-            write_png(targets[0], result.labels, overwrite=True)
-            write_png(targets[1], colorize(result.labels), overwrite=True)
-            msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
-            if args.report:
-                from .cells import write_report
+    diameter = args.rbc_diameter or (RBC_MICRONS / args.pixel_size if args.pixel_size else None)
+    scale_without_network = diameter is not None or seg.scale_method is ScaleMethod.CLASSICAL
+    caught = WarningsByKey()
 
-                summary = write_report(result, image, targets[2], targets[3])
-                summaries.append((path.name, summary))
-                msg += f", {summary['counts_total']} cells"
-            if result.rbc_diameter_uncertain:  # one line per image: the warning says it all
-                _warn(f"{path}: RBC diameter {result.rbc_diameter_text()} (--rbc-diameter PX)"
-                      + (f"; {summary['counts_total']} cells" if args.report else ""))
-            elif not args.quiet:
-                tqdm.write(msg)
-        except (ValueError, OSError) as e:
-            failed.append(str(path))
-            text = str(e)
-            if str(path) not in text:
-                text = f"{path}: {text}"
-            tqdm.write(f"bloodseg: failed: {text}", file=sys.stderr)
+    def load(path: Path) -> tuple[list[Path], object, object]:
+        """Checks, read, convert and (when no network is needed for the scale) rescale: runs in a
+        thread while the model segments the image before."""
+        if path.stem in seen:
+            raise ValueError(f"{path}: another input has the same name '{path.stem}'; outputs would collide")
+        seen.add(path.stem)
+        targets = [out / f"{path.stem}_labels.png", out / f"{path.stem}_color.png"]
+        if args.report:
+            targets += [out / f"{path.stem}_cells.csv", out / f"{path.stem}_summary.json"]
+        clash = [t for t in targets if t.exists()]
+        if clash and not args.overwrite:
+            raise ValueError(f"{path}: {clash[0]} already exists (use --overwrite to replace)")
+        with caught.under(path):
+            image = read_image(path)
+            return targets, image, seg.prepare(image, diameter) if scale_without_network else prepare_image(image)
+
+    bar = tqdm(total=0, desc="segment", unit="tile", disable=args.quiet, leave=False, file=sys.stderr)
+    tiles_known = images_known = 0
+    with caught:
+        for k, (path, loaded) in enumerate(prefetch(inputs, load)):
+            try:
+                with caught.under(path):
+                    targets, image, prep = loaded.result()
+                    if not isinstance(prep, Prepared):
+                        prep = seg.prepare(prep, None)  # the network measures the RBCs
+                    # the bar counts tiles over the run; images not yet read are guessed at the mean so far
+                    tiles_known, images_known = tiles_known + seg.count_tiles(*prep.scaled.shape[:2]), images_known + 1
+                    bar.total = tiles_known + round((len(inputs) - k - 1) * tiles_known / images_known)
+                    base = bar.n
+                    result = seg.segment(prep, progress=lambda done, total: bar.update(base + done - bar.n))
+                    if args.pixel_size and not args.rbc_diameter:
+                        result.rbc_scale_method = f"pixel size {args.pixel_size:g} µm"
+                for text in caught.pop(path):
+                    _warn(f"{path}: {text}")
+                write_png(targets[0], result.labels, overwrite=True)
+                write_png(targets[1], colorize(result.labels), overwrite=True)
+                msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
+                if args.report:
+                    from .cells import write_report
+
+                    summary = write_report(result, image, targets[2], targets[3])
+                    summaries.append((path.name, summary))
+                    msg += f", {summary['counts_total']} cells"
+                if result.rbc_diameter_uncertain:  # one line per image: the warning says it all
+                    _warn(f"{path}: RBC diameter {result.rbc_diameter_text()} (--rbc-diameter PX)"
+                          + (f"; {summary['counts_total']} cells" if args.report else ""))
+                elif not args.quiet:
+                    tqdm.write(msg)
+            except (ValueError, OSError) as e:
+                caught.pop(path)
+                failed.append(str(path))
+                text = str(e)
+                if str(path) not in text:
+                    text = f"{path}: {text}"
+                tqdm.write(f"bloodseg: failed: {text}", file=sys.stderr)
+            finally:
+                loaded = image = prep = result = None  # free this image before the next one is read
+    bar.close()
     if args.report and summaries:
         report = run_summary(summaries, failed)
         try:
@@ -124,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint (.safetensors) to segment with (default: the model shipped with the package)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="where the model runs; auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
+    s.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy red cell diameter in input pixels (default: estimated per image)")
     s.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",

@@ -34,6 +34,21 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
+class Backend(str, Enum):
+    """What runs the network. OpenVINO (CPU only) needs ``pip install 'napari-bloodseg[openvino]'``."""
+
+    AUTO = "auto"  # OpenVINO on the CPU when installed, else torch; always torch on CUDA and MPS
+    TORCH = "torch"
+    OPENVINO = "openvino"
+
+
+def _backend(backend: str | Backend) -> Backend:
+    try:
+        return Backend(str(getattr(backend, "value", backend)).lower())
+    except ValueError:
+        raise ValueError(f"unknown backend {backend!r}; allowed: {', '.join(b.value for b in Backend)}") from None
+
+
 class TTA(str, Enum):
     """Test-time augmentation: average the softmax over flipped/rotated copies of each tile."""
 
@@ -128,6 +143,48 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> torch
             return torch.bfloat16
         return torch.float32
     return {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[p]
+
+
+def resolve_backend(backend: str | Backend, device: torch.device, fast: bool = True) -> Backend:
+    """The backend that runs on ``device``: 'auto' → OpenVINO on the CPU when it is installed (and the
+    fast path is on), else torch. 'openvino' on a GPU, or without OpenVINO installed → ValueError."""
+    b = _backend(backend)
+    if b is Backend.TORCH:
+        return b
+    from . import backend_openvino
+
+    if b is Backend.AUTO:
+        cpu = device.type == "cpu" and fast
+        return Backend.OPENVINO if cpu and backend_openvino.available() else Backend.TORCH
+    if device.type != "cpu":
+        raise ValueError(f"backend 'openvino' runs on the CPU, not on {device.type}; use device 'cpu' or backend 'torch'")
+    backend_openvino._openvino()  # OpenVINOUnavailable (a ValueError) with the install command
+    return b
+
+
+def inference_module(model: UNet, device: torch.device, backend: str | Backend = Backend.AUTO,
+                     precision: str | Precision = "auto", fast: bool = True) -> tuple[torch.nn.Module, Backend, torch.dtype]:
+    """(module, backend, compute dtype): the eval-mode callable that maps normalised (N, 3, H, W)
+    input to logits. ``fast``: batch norm folded, channels-last (torch; OpenVINO always folds).
+    An OpenVINO failure under 'auto' falls back to torch with a warning."""
+    resolve_precision(precision, device)  # validates the name for both backends
+    chosen = resolve_backend(backend, device, fast)
+    model = model.to(device).eval()
+    if chosen is Backend.OPENVINO:
+        from .backend_openvino import openvino_module
+
+        try:
+            module = openvino_module(fuse_for_inference(model), str(getattr(precision, "value", precision)).lower())
+        except Exception as e:  # noqa: BLE001 - a conversion failure must not stop an 'auto' run
+            if _backend(backend) is Backend.OPENVINO:
+                raise ValueError(f"OpenVINO could not compile the model: {e}") from e
+            warnings.warn(f"OpenVINO could not compile the model ({e}); running it with torch", UserWarning, stacklevel=2)
+            chosen = Backend.TORCH
+        else:
+            return module, chosen, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(module.precision, torch.float32)
+    if fast:  # same results up to rounding, faster on CPU and GPU
+        model = fuse_for_inference(model).to(memory_format=torch.channels_last)
+    return model, chosen, resolve_precision(precision, device)
 
 
 def fuse_for_inference(model: UNet) -> UNet:
@@ -277,6 +334,7 @@ class Segmentation:
     scale: float  # model pixels per input pixel
     rbc_cells_measured: int | None = None  # RBCs behind an estimate (None: diameter given)
     rbc_scale_method: str = "given"  # 'given', 'pixel size', 'network' or 'classical'
+    backend: str = "torch"  # what ran the network, e.g. 'openvino fp32', 'torch bf16'
 
     @property
     def rbc_diameter_uncertain(self) -> bool:
@@ -295,6 +353,19 @@ class Segmentation:
         return text + (": uncertain, give the RBC diameter" if self.rbc_diameter_uncertain else "")
 
 
+@dataclass
+class Prepared:
+    """An input as RGB uint8, rescaled to the model's RBC scale: what the tiles are cut from."""
+
+    scaled: np.ndarray  # (sh, sw, 3) uint8
+    shape: tuple[int, int]  # the input's (height, width)
+    rbc_diameter: float
+    estimated: bool
+    scale: float
+    cells: int | None = None
+    method: str = "given"
+
+
 class Segmenter:
     """A loaded model on a device, ready to segment images of any size."""
 
@@ -310,6 +381,7 @@ class Segmenter:
         fast: bool = True,
         tta: str | TTA = TTA.NONE,
         scale_method: str | ScaleMethod = ScaleMethod.NETWORK,
+        backend: str | Backend = Backend.AUTO,
     ):
         self.tta = _tta_mode(tta)
         self.scale_method = _scale_method(scale_method)
@@ -317,39 +389,47 @@ class Segmenter:
             raise ValueError(f"tile must be a multiple of 16, got {tile}")
         if not 0 <= overlap < tile // 2:
             raise ValueError(f"overlap must be in [0, {tile // 2}), got {overlap}")
+        if _backend(backend) is Backend.OPENVINO and str(getattr(device, "value", device)).lower() == "auto":
+            device = "cpu"  # OpenVINO asked for by name: the CPU, even where a GPU is present
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
-        model = model.to(self.device).eval()
-        if fast:  # batch norm folded, channels-last: same results up to rounding, faster on CPU and GPU
-            model = fuse_for_inference(model).to(memory_format=torch.channels_last)
-        self.model, self.fast = model, fast
+        self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast)
+        self.fast = fast
         self.info = info
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
-        self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
+        self._std = torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, device: str | Device = "auto", **kw) -> "Segmenter":
         """Load a checkpoint (None: the shipped default model)."""
-        dev = resolve_device(device)
         model, info = load_checkpoint(path)
-        return cls(model, info, dev, **kw)
+        return cls(model, info, device, **kw)
+
+    @property
+    def backend_text(self) -> str:
+        """What runs the network, e.g. 'openvino fp32' or 'torch bf16'."""
+        return f"{self.backend.value} {str(self.dtype).removeprefix('torch.').replace('float', 'fp').replace('bfp', 'bf')}"
 
     @torch.inference_mode()
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) uint8 → (N, C, h, w) float32 softmax probabilities."""
         x = torch.from_numpy(tiles).to(self.device).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - self._mean.to(self.device)) / self._std.to(self.device)
-        if self.fast:
+        x = (x - self._mean) / self._std
+        on_torch = self.backend is Backend.TORCH
+        if on_torch and self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            probs = predict_probs(self.model, x, self.tta)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=on_torch and self.dtype != torch.float32):
+            probs = predict_probs(self.model, x, self.tta)  # the same TTA code for every backend
         return probs.cpu().numpy()
 
-    def iter_segment(
-        self, image: np.ndarray, rbc_diameter: float | None = None
-    ) -> Generator[tuple[int, int], None, Segmentation]:
-        """Segment, yielding (tiles done, tiles total); the generator's return value is the result."""
+    def count_tiles(self, height: int, width: int) -> int:
+        """Tiles an image of this size (at model scale) is cut into."""
+        stride = self.tile - self.overlap
+        return len(_starts(max(height, self.tile), self.tile, stride)) * len(_starts(max(width, self.tile), self.tile, stride))
+
+    def prepare(self, image: np.ndarray, rbc_diameter: float | None = None) -> Prepared:
+        """Convert to RGB uint8, find the RBC diameter when not given (the network runs for this
+        unless the scale method is 'classical') and rescale to the model's RBC scale."""
         rgb = prepare_image(image)
         h, w = rgb.shape[:2]
         estimated, cells, method = rbc_diameter is None, None, "given"
@@ -361,20 +441,27 @@ class Segmenter:
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         if abs(scale - 1) < 0.02:
             scale, scaled = 1.0, rgb
-            sh, sw = h, w
         else:
             if min(sh, sw) < 8 or sh * sw > 4e8:
                 raise InputError(
                     f"RBC diameter {rbc_diameter:.1f} px would rescale the image to {sh}x{sw}: check --rbc-diameter"
                 )
             scaled = _resize_uint8(rgb, sh, sw, smooth=True)
-        labels_s, conf_s = yield from self._tiled(scaled)
+        return Prepared(scaled, (h, w), float(rbc_diameter), estimated, scale, cells, method)
+
+    def iter_segment(
+        self, image: np.ndarray | Prepared, rbc_diameter: float | None = None
+    ) -> Generator[tuple[int, int], None, Segmentation]:
+        """Segment, yielding (tiles done, tiles total); the generator's return value is the result.
+        ``image`` may be the :meth:`prepare` of one (then ``rbc_diameter`` is ignored)."""
+        prep = image if isinstance(image, Prepared) else self.prepare(image, rbc_diameter)
+        (h, w), scale = prep.shape, prep.scale
+        labels, conf = yield from self._tiled(prep.scaled)
         if scale != 1.0:
-            labels = _resize_uint8(labels_s, h, w, smooth=False)
-            conf = _resize_uint8(conf_s, h, w, smooth=False)
-        else:
-            labels, conf = labels_s, conf_s
-        return Segmentation(labels, conf, float(rbc_diameter), estimated, scale, cells, method)
+            labels = _resize_uint8(labels, h, w, smooth=False)
+            conf = _resize_uint8(conf, h, w, smooth=False)
+        return Segmentation(labels, conf, prep.rbc_diameter, prep.estimated, scale, prep.cells, prep.method,
+                            self.backend_text)
 
     def estimate_rbc_diameter(self, image: np.ndarray) -> tuple[float, int, str]:
         """(diameter px, cells it rests on, method): by the network when it finds RBCs (and the
@@ -391,7 +478,7 @@ class Segmenter:
 
     def segment(
         self,
-        image: np.ndarray,
+        image: np.ndarray | Prepared,
         rbc_diameter: float | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Segmentation:

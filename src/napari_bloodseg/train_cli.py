@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .argtypes import BACKEND_HELP, BACKENDS
+
 PROCEDURAL = "procedural"
 
 
@@ -102,12 +104,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from .checkpoint import CheckpointError, load_checkpoint
-    from .infer import resolve_device
+    from .infer import Backend, inference_module, resolve_device
     from .train import FolderDataset, RenderedDataset, _collate, evaluate_model
 
     try:
-        device = resolve_device(args.device)
+        openvino = args.backend == Backend.OPENVINO.value and args.device == "auto"
+        device = resolve_device("cpu" if openvino else args.device)  # OpenVINO asked for by name runs on the CPU
         model, info = load_checkpoint(args.model, device)
+        model, backend, _ = inference_module(model, device, args.backend, precision="fp32")
         if args.data == PROCEDURAL:
             ds = RenderedDataset(args.procedural_tiles, seed=args.seed)
         else:
@@ -120,6 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     res.pop("loss", None)
     res["model"], res["data"], res["items"], res["tta"] = str(args.model), str(args.data), len(ds), args.tta
+    res["backend"] = backend.value
     tta = "" if args.tta == "none" else f", test-time augmentation {args.tta}"
     print(f"pixel accuracy {res['pixel_accuracy']:.4f}  mIoU {res['miou']:.4f}  ({len(ds)} images{tta})")
     for name, iou in res["iou"].items():
@@ -178,6 +183,7 @@ def add_parser(sub) -> None:
                    help="write evaluation.json and confusion_matrix.png here (default: print only)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
+    e.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     e.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default: %(default)s)")
     e.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
                    help="test-time augmentation: average over a mirror (flip, 2x time) or all 8 flips/rotations "
