@@ -393,6 +393,8 @@ class Segmenter:
             device = "cpu"  # OpenVINO asked for by name: the CPU, even where a GPU is present
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast)
+        self.unet, self.precision = model, precision  # the torch network itself: the size model reads its features
+        self._feature_net = None  # built on first use by scalehead.window_features
         self.fast = fast
         self.info = info
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size

@@ -51,15 +51,20 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_bottleneck(x)[0]
+
+    def forward_with_bottleneck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, activations of the deepest level)."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
             if i < DEPTH:
                 skips.append(x)
                 x = self.pool(x)
+        bottleneck = x
         for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
             x = conv(torch.cat([up(x), skip], dim=1))
-        return self.head(x)
+        return self.head(x), bottleneck
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -88,22 +88,55 @@ def ensemble(heads: list[ScaleHead]) -> ScaleHead:
                      np.concatenate([h.w2 for h in heads]) / k, float(np.mean([h.b2 for h in heads])), first.u_range)
 
 
+class FeatureNet(torch.nn.Module):
+    """The U-Net returning (logits, window features): bottleneck mean and standard deviation per
+    channel, and the mean class probabilities."""
+
+    def __init__(self, unet: torch.nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, b = self.unet.forward_with_bottleneck(x)
+        b = b.float()
+        probs = torch.softmax(logits.float(), dim=1)
+        return logits, torch.cat([b.mean((2, 3)), b.std((2, 3)), probs.mean((2, 3))], dim=1)
+
+
+def _feature_net(segmenter):
+    """The segmenter's FeatureNet on its own backend (built once per segmenter)."""
+    if segmenter._feature_net is None:
+        from .infer import Backend, fuse_for_inference
+
+        net = FeatureNet(fuse_for_inference(segmenter.unet)).eval()
+        if segmenter.backend is Backend.OPENVINO:
+            from .backend_openvino import compile_module
+
+            request = compile_module(net, str(getattr(segmenter.precision, "value", segmenter.precision)).lower()).create_infer_request()
+
+            def run(x: torch.Tensor):
+                out = request.infer({0: np.ascontiguousarray(x.cpu().numpy())}, share_inputs=True, share_outputs=False)
+                return torch.from_numpy(np.asarray(out[0])), torch.from_numpy(np.asarray(out[1]))
+
+            segmenter._feature_net = run
+        else:
+            segmenter._feature_net = net.to(segmenter.device)
+    return segmenter._feature_net
+
+
 @torch.inference_mode()
 def window_features(segmenter, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, C, h, w), features (N, F)) of uint8 tiles (N, h, w, 3), one plain pass."""
-    model = segmenter.model
-    grabbed: list[torch.Tensor] = []
-    hook = model.down[-1].register_forward_hook(lambda m, i, o: grabbed.append(o.float()))
-    try:
-        x = torch.from_numpy(tiles).to(segmenter.device).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - segmenter._mean.to(segmenter.device)) / segmenter._std.to(segmenter.device)
-        if segmenter.fast:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(segmenter.device.type, dtype=segmenter.dtype, enabled=segmenter.dtype != torch.float32):
-            logits = model(x)
-        probs = torch.softmax(logits.float(), dim=1)
-    finally:
-        hook.remove()
-    b = grabbed[-1]
-    feats = torch.cat([b.mean((2, 3)), b.std((2, 3)), probs.mean((2, 3))], dim=1)
-    return probs.cpu().numpy(), feats.cpu().numpy()
+    """(probabilities (N, C, h, w), features (N, F)) of uint8 tiles (N, h, w, 3), one plain pass
+    (no test-time augmentation) on the segmenter's backend."""
+    from .infer import Backend
+
+    net = _feature_net(segmenter)
+    x = torch.from_numpy(tiles).to(segmenter.device).permute(0, 3, 1, 2).float().div_(255)
+    x = (x - segmenter._mean.to(segmenter.device)) / segmenter._std.to(segmenter.device)
+    on_torch = segmenter.backend is Backend.TORCH
+    if on_torch and segmenter.fast:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(segmenter.device.type, dtype=segmenter.dtype, enabled=on_torch and segmenter.dtype != torch.float32):
+        logits, feats = net(x)
+    probs = torch.softmax(logits.float(), dim=1)
+    return probs.cpu().numpy(), feats.float().cpu().numpy()
