@@ -228,3 +228,31 @@ def test_pixel_size_gives_the_rbc_diameter(tmp_path, tiny_checkpoint):
                  "--pixel-size", "0.25", "--report"]) == 0
     summary = json.loads((tmp_path / "o" / "f_summary.json").read_text())
     assert summary["rbc_diameter_px"] == pytest.approx(30.0) and summary["rbc_diameter_method"].startswith("pixel size")
+
+
+def test_the_pixel_size_stored_in_a_tiff_gives_the_rbc_diameter(tmp_path, tiny_checkpoint):
+    import json
+
+    import tifffile
+
+    from napari_bloodseg.io import read_pixel_size
+    from napari_bloodseg.render import render_smear
+
+    rgb = render_smear((120, 120), seed=2).image
+    tifffile.imwrite(tmp_path / "cm.tif", rgb, resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
+    tifffile.imwrite(tmp_path / "ome.ome.tif", rgb, ome=True, metadata={"axes": "YXS", "PhysicalSizeX": 0.3,
+                                                                          "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(tmp_path / "scan.tif", rgb, resolution=(72, 72), resolutionunit="INCH")  # a scanner's dpi
+    assert read_pixel_size(tmp_path / "cm.tif") == pytest.approx(0.25)
+    assert read_pixel_size(tmp_path / "ome.ome.tif") == pytest.approx(0.3)
+    assert read_pixel_size(tmp_path / "scan.tif") is None and read_pixel_size(tmp_path / "nothing.tif") is None
+    assert main(["segment", str(tmp_path / "cm.tif"), str(tmp_path / "scan.tif"), "--out", str(tmp_path / "o"),
+                 "--model", str(tiny_checkpoint), "-q", "--report", "--scale-method", "classical"]) == 0
+    cm = json.loads((tmp_path / "o" / "cm_summary.json").read_text())
+    assert cm["rbc_diameter_px"] == pytest.approx(30.0) and cm["rbc_diameter_method"] == "pixel size 0.25 µm (file)"
+    scan = json.loads((tmp_path / "o" / "scan_summary.json").read_text())
+    assert scan["rbc_diameter_method"] == "classical"
+    # a diameter on the command line wins over the file's
+    assert main(["segment", str(tmp_path / "cm.tif"), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint),
+                 "-q", "--report", "--rbc-diameter", "40"]) == 0
+    assert json.loads((tmp_path / "o2" / "cm_summary.json").read_text())["rbc_diameter_px"] == pytest.approx(40.0)

@@ -207,3 +207,24 @@ def test_segment_widget_takes_the_rbc_diameter_from_a_drawn_line(make_napari_vie
     widget.diameter_from_line()
     assert not widget._auto_d.value and widget._diameter.value == pytest.approx(40.0)
     assert not widget._scale_method.enabled and widget._diameter.enabled
+
+
+def test_segment_widget_takes_the_pixel_size_stored_in_the_opened_tiff(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path):
+    import tifffile
+
+    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.render import render_smear
+
+    path = tmp_path / "field.tif"
+    tifffile.imwrite(path, render_smear((96, 96), seed=3).image, resolution=(1e4 / 0.25, 1e4 / 0.25),
+                     resolutionunit="CENTIMETER")
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path))
+    widget = SegmentWidget(viewer)
+    widget._model.value = tiny_checkpoint
+    widget._image.value = layer
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 1, timeout=60_000)
+    meta = _labels_layers(viewer)[0].metadata["bloodseg"]
+    assert meta["rbc_diameter"] == pytest.approx(30.0) and meta["rbc_diameter_method"] == "pixel size 0.25 µm (file)"
+    assert not meta["rbc_diameter_estimated"] and "pixel size 0.25" in widget._status.value

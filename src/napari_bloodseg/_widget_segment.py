@@ -127,6 +127,13 @@ class SegmentWidget(WorkerDock, Container):
                            "or choose backend 'auto' or 'torch'.")
                 return
         diameter = None if self._auto_d.value else float(self._diameter.value)
+        self._file_scale = None
+        if diameter is None:  # the pixel size the image file stores beats any estimate
+            from .io import RBC_MICRONS, read_pixel_size
+
+            um = read_pixel_size(layer.source.path) if layer.source.path else None
+            if um is not None:
+                diameter, self._file_scale = RBC_MICRONS / um, f"pixel size {um:g} µm (file)"
         self._start(layer, image, model, diameter)
 
     def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None) -> None:
@@ -154,6 +161,8 @@ class SegmentWidget(WorkerDock, Container):
         self._status.value = f"tile {done}/{total}"
 
     def _on_result(self, layer: Image, result) -> None:
+        if getattr(self, "_file_scale", None):
+            result.rbc_scale_method = self._file_scale
         name = f"{layer.name} classes"
         self._viewer.add_labels(
             result.labels,

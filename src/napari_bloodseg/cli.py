@@ -29,7 +29,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .classes import colorize
     from .infer import Prepared, ScaleMethod, Segmenter, prepare_image
-    from .io import expand_inputs, read_image, write_png
+    from .io import expand_inputs, read_image, read_pixel_size, write_png
     from .pipeline import WarningsByKey, prefetch
     from .slide_report import SUMMARY_CSV, SUMMARY_JSON, run_line, run_summary, write_run_summary
 
@@ -72,7 +72,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}: {clash[0]} already exists (use --overwrite to replace)")
         with caught.under(path):
             image = read_image(path)
-            return targets, image, seg.prepare(image, diameter) if scale_without_network else prepare_image(image)
+            d, how = diameter, None
+            if d is None:
+                file_um = read_pixel_size(path)  # the file's own pixel size beats any estimate
+                if file_um is not None:
+                    d, how = RBC_MICRONS / file_um, f"pixel size {file_um:g} µm (file)"
+            prep = seg.prepare(image, d) if d is not None or scale_without_network else prepare_image(image)
+            return targets, image, prep, how
 
     bar = tqdm(total=0, desc="segment", unit="tile", disable=args.quiet, leave=False, file=sys.stderr)
     tiles_known = images_known = 0
@@ -80,7 +86,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         for k, (path, loaded) in enumerate(prefetch(inputs, load)):
             try:
                 with caught.under(path):
-                    targets, image, prep = loaded.result()
+                    targets, image, prep, file_scale = loaded.result()
                     if not isinstance(prep, Prepared):
                         prep = seg.prepare(prep, None)  # the network measures the RBCs
                     # the bar counts tiles over the run; images not yet read are guessed at the mean so far
@@ -90,6 +96,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     result = seg.segment(prep, progress=lambda done, total: bar.update(base + done - bar.n))
                     if args.pixel_size and not args.rbc_diameter:
                         result.rbc_scale_method = f"pixel size {args.pixel_size:g} µm"
+                    elif file_scale:
+                        result.rbc_scale_method = file_scale
                 for text in caught.pop(path):
                     _warn(f"{path}: {text}")
                 write_png(targets[0], result.labels, overwrite=True)
@@ -131,7 +139,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-RBC_MICRONS = 7.5  # a healthy RBC's diameter (µm), for --pixel-size
+from .io import RBC_MICRONS  # noqa: E402 - a healthy RBC's diameter (µm), for --pixel-size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the model runs; auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
     s.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
-                   help="healthy red cell diameter in input pixels (default: estimated per image)")
+                   help="healthy red cell diameter in input pixels (default: from the pixel size a TIFF/OME-TIFF "
+                        "stores, else estimated per image)")
     s.add_argument("--pixel-size", type=positive_float, default=None, metavar="UM",
                    help=f"micrometres per input pixel; the RBC diameter is then {RBC_MICRONS:g} µm / UM "
-                        "(default: estimated per image; --rbc-diameter wins if both are given)")
+                        "(default: the pixel size a TIFF/OME-TIFF stores, else estimated per image; --rbc-diameter "
+                        "wins if both are given)")
     s.add_argument("--scale-method", default="network", choices=["network", "classical"],
                    help="how an unknown RBC diameter is estimated: 'network' measures the RBCs the model finds at a few "
                         "candidate scales, 'classical' the isolated round cells found by thresholds (default: %(default)s)")

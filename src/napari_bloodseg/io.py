@@ -24,6 +24,62 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(arr)
 
 
+RBC_MICRONS = 7.5  # a healthy RBC's diameter (µm): pixel size → RBC diameter in pixels
+PLAUSIBLE_PIXEL_UM = (0.01, 5.0)  # µm per pixel of a smear image; 72/96-dpi defaults fall far outside
+_UNIT_UM = {"m": 1e6, "cm": 1e4, "mm": 1e3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
+            "nm": 1e-3, r"\u00b5m": 1.0}  # the last: ImageJ's escaped µ
+
+
+def read_pixel_size(path: str | os.PathLike) -> float | None:
+    """The pixel size (µm per pixel) stored in a TIFF file: OME-XML ``PhysicalSizeX``, ImageJ's
+    unit with the resolution tag, or the TIFF resolution in cm/inch; None when absent, not a TIFF,
+    or implausible for a microscope image (e.g. a scanner's 72 dpi)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            um = _ome_pixel_size(tif.ome_metadata) if tif.is_ome else None
+            if um is None:
+                um = _tag_pixel_size(tif.pages[0], tif.imagej_metadata or {})
+    except Exception:  # noqa: BLE001 - unreadable metadata means no pixel size, not a failed image
+        return None
+    lo, hi = PLAUSIBLE_PIXEL_UM
+    return um if um is not None and lo <= um <= hi else None
+
+
+def _ome_pixel_size(xml: str | None) -> float | None:
+    import re
+
+    m = re.search(r"<Pixels\b[^>]*>", xml or "")
+    if not m:
+        return None
+    size = re.search(r'PhysicalSizeX="([^"]+)"', m.group(0))
+    unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', m.group(0))
+    if not size:
+        return None
+    factor = _UNIT_UM.get(unit.group(1) if unit else "µm")
+    return float(size.group(1)) * factor if factor else None
+
+
+def _tag_pixel_size(page, imagej: dict) -> float | None:
+    tag = page.tags.get("XResolution")
+    if tag is None:
+        return None
+    num, den = tag.value
+    if not num or not den:
+        return None
+    per_unit = num / den  # pixels per unit
+    unit = str(imagej.get("unit", "")).strip().lower()
+    if unit in _UNIT_UM:
+        return _UNIT_UM[unit] / per_unit
+    res_unit = page.tags.get("ResolutionUnit")
+    code = int(getattr(res_unit.value, "value", res_unit.value)) if res_unit is not None else 2
+    return {2: 25400.0, 3: 10000.0}.get(code, 0.0) / per_unit or None
+
+
 def write_png(path: str | os.PathLike, array: np.ndarray, overwrite: bool = False) -> Path:
     """Write a PNG via a temporary file and rename; refuse to replace an existing file unless asked."""
     import imageio.v3 as iio
