@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton
+from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import chosen_path, path_edit
+from ._widget_utils import StatusLine, chosen_path, compact, path_edit
 from .classes import CLASSES, NUM_CLASSES
 from .layers import labels_layer_kwargs
 
@@ -41,8 +41,9 @@ class CorrectWidget(Container):
                                   "Folder that `bloodseg train --data` reads; pairs go to <folder>/<split>/images|masks")
         self._split = ComboBox(label="split", choices=["train", "val", "test"], value="train")
         self._add = PushButton(text="Add to training set")
-        self._status = Label(value="")
+        self._status = StatusLine()
         self.extend([self._image, self._dataset, self._split, self._add, self._status])
+        compact(self)
         self._add.changed.connect(self.add_to_training_set)
         for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             ev.connect(self._labels.reset_choices)

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 from napari.layers import Labels
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ._widget_utils import chosen_path, path_edit
+from ._widget_utils import StatusLine, chosen_path, compact, path_edit
 from .cells import find_cells, save_report, summarize
 from .slide_report import format_run_summary, free_summary_paths, is_class_map, summarize_class_maps, write_run_summary
 
@@ -50,12 +50,13 @@ class CountsWidget(Container):
         self._viewer = napari_viewer
         self._labels = ComboBox(label="class map", choices=self._label_layers, tooltip="Labels layer with class ids")
         self._diameter = FloatSpinBox(
-            label="RBC diameter (px)", value=36.0, min=4.0, max=1000.0, step=0.5,
+            label="RBC diameter", value=36.0, min=4.0, max=1000.0, step=0.5,
             tooltip="Healthy red cell diameter in image pixels (about 7.5 µm); sets how touching cells are split. "
             "Filled in from the Segment result when known.",
         )
+        self._diameter.native.setSuffix(" px")
         self._run = PushButton(text="Count cells")
-        self._summary = Label(value="")
+        self._summary = StatusLine()
         self._save_to = path_edit(
             "save counts to", "w", "CSV file for the per-cell table (class, position, area, probability). The "
             "summary (counts, parasitemia %, WBC differential %) goes beside it as <name>_summary.json. "
@@ -75,6 +76,7 @@ class CountsWidget(Container):
         self.table.setMinimumHeight(200)
         self.extend([self._labels, self._diameter, self._run, self._summary, self._save_to, self._save, self._summarize])
         self.native.layout().addWidget(self.table)
+        compact(self)
         self._run.changed.connect(self.run)
         self._save.changed.connect(self.save)
         self._summarize.changed.connect(self.summarize_all)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ._widget_utils import WorkerDock, chosen_path, path_edit, show_progress
+from ._widget_utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit, show_progress
 from .layers import labels_layer_kwargs
 
 if TYPE_CHECKING:
@@ -49,10 +49,11 @@ class SegmentWidget(WorkerDock, Container):
         self._auto_d = CheckBox(text="estimate RBC diameter", value=True,
                                 tooltip="Measure the typical healthy red cell size in the image")
         self._diameter = FloatSpinBox(
-            label="RBC diameter (px)", value=36.0, min=4.0, max=1000.0, step=0.5, enabled=False,
+            label="RBC diameter", value=36.0, min=4.0, max=1000.0, step=0.5, enabled=False,
             tooltip="Diameter of a healthy red blood cell in image pixels (about 7.5 µm). "
             "The image is rescaled so that RBCs match the model's training scale (36 px).",
         )
+        self._diameter.native.setSuffix(" px")
         self._scale_method = ComboBox(
             label="estimate by", choices=["network", "classical"], value="network",
             tooltip="network: measure the red cells the model finds at a few candidate sizes (works on crowded, "
@@ -62,15 +63,22 @@ class SegmentWidget(WorkerDock, Container):
                                      tooltip="Draw a line across one healthy red cell in a Shapes layer "
                                      "(line tool), then click: its length becomes the RBC diameter")
         self._tta = ComboBox(
-            label="test-time augmentation", choices=["none", "flip", "d4"], value="none",
-            tooltip="Average the model over mirrored (flip: 2x the time) or all 8 mirrored and rotated copies "
+            label="TTA", choices=["none", "flip", "d4"], value="none",
+            tooltip="Test-time augmentation: average the model over mirrored (flip: 2x the time) "
+            "or all 8 mirrored and rotated copies "
             "(d4: 8x the time) of each tile: slightly more accurate borders and cell types",
         )
         self._run = PushButton(text="Segment")
         self._cancel = self._stop_button = PushButton(text="Cancel", enabled=False)
-        self._status = Label(value="")
-        self.extend([self._image, self._model, self._device, self._backend, self._auto_d, self._scale_method, self._diameter,
-                     self._from_line, self._tta, self._run, self._cancel, self._status])
+        self._status = StatusLine()
+        self._advanced = Collapsible(
+            [self._scale_method, self._tta, self._device, self._backend],
+            tooltip="How the RBC diameter is estimated, test-time augmentation, and the device and backend "
+            "that run the model: the defaults suit most smears",
+        )
+        self.extend([self._image, self._model, self._auto_d, self._diameter, self._from_line, self._advanced,
+                     self._run, self._cancel, self._status])
+        compact(self)
         self._auto_d.changed.connect(self._auto_changed)
         self._from_line.changed.connect(self.diameter_from_line)
         self._run.changed.connect(self.run)

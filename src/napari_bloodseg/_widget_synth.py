@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, Container, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import WorkerDock, chosen_path, path_edit, show_progress
+from ._widget_utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -54,15 +54,21 @@ class SynthWidget(WorkerDock, Container):
                                 tooltip="Parallel processes; the output does not depend on it")
         self._allow_missing = CheckBox(text="allow missing classes", value=False,
                                        tooltip="Synthesize even if the bank lacks some classes in some splits")
-        self._overwrite = CheckBox(text="replace an earlier set in the folder", value=False)
+        self._overwrite = CheckBox(text="replace an earlier set", value=False,
+                                   tooltip="Replace a set synthesized earlier in the output folder "
+                                   "(only its split folders and synth.json are removed)")
         self._preview = SpinBox(label="preview tiles", value=8, min=0, max=256,
                                 tooltip="Tiles of the first split shown as layers when done")
         self._run = PushButton(text="Synthesize")
         self._cancel = self._stop_button = PushButton(text="Cancel", enabled=False)
-        self._status = Label(value="")
+        self._status = StatusLine()
+        self._advanced = Collapsible(
+            [self._seed, self._workers, self._allow_missing, self._preview],
+            tooltip="Random seed, worker processes, missing classes and the preview: the defaults suit most sets",
+        )
         self.extend([self._bank, self._procedural, self._per_class, self._out, self._train, self._val, self._test,
-                     self._seed, self._workers, self._allow_missing, self._overwrite, self._preview,
-                     self._run, self._cancel, self._status])
+                     self._overwrite, self._advanced, self._run, self._cancel, self._status])
+        compact(self)
         self._procedural.changed.connect(self._on_procedural)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
+from magicgui.widgets import ComboBox, Container, PushButton, SpinBox
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import WorkerDock, chosen_path, path_edit
+from ._widget_utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit
 
 if TYPE_CHECKING:
     import napari
@@ -81,9 +81,14 @@ class TrainWidget(WorkerDock, Container):
                               tooltip="First-level channels of a new U-Net (32 = the reference; 8-16 train fast on a CPU)")
         self._run = PushButton(text="Train")
         self._stop = self._stop_button = PushButton(text="Stop (keep best)", enabled=False)
-        self._status = Label(value="")
-        self.extend([self._data, self._out, self._epochs, self._batch, self._device, self._start, self._init, self._width,
+        self._status = StatusLine()
+        self._advanced = Collapsible(
+            [self._batch, self._device],
+            tooltip="Batch size and the device that trains: the defaults suit most runs",
+        )
+        self.extend([self._data, self._out, self._epochs, self._start, self._init, self._width, self._advanced,
                      self._run, self._stop, self._status])
+        compact(self)
         self._start.changed.connect(self._on_start_changed)
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
@@ -156,10 +161,13 @@ class _LivePlot:
     def __init__(self):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
+        from qtpy.QtWidgets import QSizePolicy
 
         self.fig = Figure(figsize=(3.2, 2.2), dpi=90, tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.fig)
         self.canvas.setMinimumHeight(180)
+        self.canvas.setMinimumWidth(160)  # takes the dock's width, never widens it
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.ax = self.fig.add_subplot(111)
         self.ax2 = self.ax.twinx()
         self.clear()
