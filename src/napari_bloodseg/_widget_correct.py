@@ -1,5 +1,5 @@
-"""Correction dock: the class legend as a paint-label picker (click or keys 0–9), and
-"Add to training set" for an image + corrected labels pair."""
+"""Correction dock: the class legend as a paint-label picker (click or keys 0–9), "Add to training
+set" for an image + corrected labels pair, and "Fine-tune on my corrections" (see _widget_finetune)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ class CorrectWidget(Container):
         self.extend([self._image, self._dataset, self._split, self._add, self._status])
         compact(self)
         self._add.changed.connect(self.add_to_training_set)
+        from ._widget_finetune import FineTunePanel
+
+        self.fine_tune = FineTunePanel(napari_viewer, lambda: chosen_path(self._dataset))
+        self.append(self.fine_tune)
         for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             ev.connect(self._labels.reset_choices)
             ev.connect(self._image.reset_choices)
@@ -88,10 +92,14 @@ class CorrectWidget(Container):
             show_error("Choose a training folder first.")
             return
         try:
-            path = add_training_pair(folder, image.data, labels.data, image.name, self._split.value)
+            meta = labels.metadata.get("bloodseg", {}) if isinstance(labels.metadata, dict) else {}
+            d = meta.get("rbc_diameter")  # what Segment used: the pair is stored at the training scale
+            path = add_training_pair(folder, image.data, labels.data, image.name, self._split.value,
+                                     rbc_diameter=float(d) if d else None)
         except (ValueError, OSError) as e:
             show_error(f"Not added: {e}")
             self._status.value = f"not added: {e}"
             return
-        self._status.value = f"added {path.stem} to {self._split.value}"
+        n = len(list((folder / self._split.value / "masks").glob("*.png")))
+        self._status.value = f"added {path.stem} to {self._split.value} ({n} there)"
         show_info(f"Added training pair {path.stem} ({self._split.value}) in {folder}")

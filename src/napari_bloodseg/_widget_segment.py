@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -86,6 +87,18 @@ class SegmentWidget(WorkerDock, Container):
         self._viewer.layers.events.inserted.connect(self._image.reset_choices)
         self._viewer.layers.events.removed.connect(self._image.reset_choices)
         self._cancelling = False
+        from ._session import register_segment_dock
+
+        register_segment_dock(napari_viewer, self)
+
+    def model_path(self) -> Path | None:
+        """The checkpoint this dock segments with; None: the shipped model."""
+        return chosen_path(self._model)
+
+    def use_model(self, path: str | Path) -> None:
+        """Segment with ``path`` from now on (e.g. a fine-tuned checkpoint)."""
+        self._model.value = Path(path)
+        self._status.value = f"model: {Path(path).name}"
 
     def _auto_changed(self, auto: bool) -> None:
         self._diameter.enabled = not auto

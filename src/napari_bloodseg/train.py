@@ -211,6 +211,8 @@ class TrainConfig:
     device: str = "auto"
     init: str | None = None  # checkpoint to start from (fine-tuning); None = random init
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, AMP on CUDA; else fp32
+    freeze_bn: bool = False  # batch norms keep their running statistics (fine-tuning with small batches)
+    class_weights: tuple[float, ...] | None = None  # loss weights per class; None: from the training set
 
     def lr_at(self, epoch: int) -> float:
         return self.lr if epoch < self.lr_drop_epoch else self.lr_late
@@ -312,7 +314,12 @@ def train(
         else:
             mean, std = dataset_stats(train_set)
             model, info = UNet(width=config.width), ModelInfo(width=config.width, mean=mean, std=std)
-        weights = class_weights(class_pixel_counts(train_set))
+        if config.class_weights is not None:
+            if len(config.class_weights) != NUM_CLASSES:
+                raise ValueError(f"class_weights needs {NUM_CLASSES} values, got {len(config.class_weights)}")
+            weights = torch.tensor(config.class_weights, dtype=torch.float32)
+        else:
+            weights = class_weights(class_pixel_counts(train_set))
     model = model.to(device)
     cuda = device.type == "cuda"
     if cuda:  # fixed tile size: let cuDNN pick its fastest kernels; NHWC suits tensor cores
@@ -353,6 +360,10 @@ def train(
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
+        if config.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         # running sums stay on the device: no host sync per batch unless progress is reported
         tot_loss, tot_correct, tot_px = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(3))
         tot_n, stopped = 0, False

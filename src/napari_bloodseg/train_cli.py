@@ -62,8 +62,48 @@ def init_distributed(device: str) -> str:
     return "cpu" if device == "auto" else device
 
 
+def cmd_fine_tune(args: argparse.Namespace) -> int:
+    """`bloodseg train --minutes M`: time-budgeted fine-tuning on corrected pairs (see finetune.py)."""
+    from .finetune import PROCEDURAL as SYNTH_PROCEDURAL
+    from .finetune import fine_tune, report_text
+
+    try:
+        if args.resume:
+            raise ValueError("--resume does not apply to a --minutes fine-tune; start it again in a new --out folder")
+        last = {"t": 0.0}
+
+        def progress(ev: dict) -> None:
+            if ev["kind"] == "phase":
+                print(ev["text"] + "…", flush=True)
+            elif ev["kind"] == "batch" and ev["elapsed"] - last["t"] >= 15:
+                last["t"] = ev["elapsed"]
+                print(f"  {ev['elapsed']:.0f}/{ev['budget']:.0f} s, loss {ev['loss']:.3f}", flush=True)
+
+        given = {k: v for k, v in (("mix_fraction", args.mix_fraction), ("holdout", args.holdout),
+                                   ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+        report = fine_tune(args.init, args.data, args.out, args.minutes, synth_dir=args.mix_synth or SYNTH_PROCEDURAL,
+                           device=args.device, seed=args.seed, overwrite=args.overwrite, on_progress=progress, **given)
+    except (ValueError, FileExistsError, OSError) as e:
+        print(f"bloodseg: error: {e}", file=sys.stderr)
+        return 2
+    print(report_text(report))
+    print(f"checkpoint: {report['checkpoint']}; report: {Path(args.out) / 'fine_tune.json'}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    if args.minutes is not None:
+        return cmd_fine_tune(args)
+    only = [f"--{k.replace('_', '-')}" for k in ("mix_synth", "mix_fraction", "holdout") if getattr(args, k) is not None]
+    if args.overwrite:
+        only.append("--overwrite")
+    if only:
+        print(f"bloodseg: error: {', '.join(only)} work only with --minutes M (a fine-tune on corrections)", file=sys.stderr)
+        return 2
+    args.batch_size = 8 if args.batch_size is None else args.batch_size
+    args.lr = 1e-3 if args.lr is None else args.lr
 
     from .train import TrainConfig, train
 
@@ -149,9 +189,11 @@ def add_parser(sub) -> None:
                    f"a sample bank (tiles composed on the fly), or '{PROCEDURAL}'")
     t.add_argument("--out", required=True, metavar="RUN", help="run folder: best/last checkpoints, state, history")
     t.add_argument("--epochs", type=int, default=20, metavar="N", help="passes over the training set (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=8, metavar="N", help="tiles per optimizer step (default: %(default)s)")
-    t.add_argument("--lr", type=float, default=1e-3,
-                   help="learning rate for the first --lr-drop-epoch epochs (default: %(default)s)")
+    t.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="tiles per optimizer step (default: 8; 4 with --minutes)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate for the first --lr-drop-epoch epochs (default: 1e-3; with --minutes 1e-4 "
+                   "for 70%% of the budget, then a fifth of it)")
     t.add_argument("--lr-late", type=float, default=1e-4, help="learning rate afterwards (default: %(default)s)")
     t.add_argument("--lr-drop-epoch", type=int, default=5, metavar="N",
                    help="epoch after which --lr-late is used (default: %(default)s)")
@@ -165,7 +207,27 @@ def add_parser(sub) -> None:
                    help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32 (default: %(default)s)")
     t.add_argument("--seed", type=int, default=0, help="random seed for weights, order and augmentation (default: %(default)s)")
     t.add_argument("--init", default=None, metavar="CKPT",
-                   help="start from this checkpoint, e.g. to fine-tune (default: random weights)")
+                   help="start from this checkpoint, e.g. to fine-tune (default: random weights; with --minutes "
+                   "the shipped model)")
+    f = t.add_argument_group("fine-tuning on corrections within a time budget (--minutes)")
+    f.add_argument("--minutes", type=float, default=None, metavar="M",
+                   help="fine-tune on the corrected pairs in --data (images/ + masks/, or an 'Add to training set' "
+                   "folder) for at most M minutes of wall-clock time, then write RUN/fine_tuned.safetensors and "
+                   "RUN/fine_tune.json (held-out score before/after); mask pixels 255 are ignored "
+                   "(default: no budget, an ordinary run of --epochs)")
+    f.add_argument("--mix-synth", default=None, metavar="SYNTH_DIR",
+                   help="synthesized tiles mixed into each batch so classes missing from the corrections are not "
+                   f"forgotten: a `bloodseg synth` set (its train/ split), an images/ + masks/ folder, or "
+                   f"'{PROCEDURAL}' (rendered on the fly) (default: {PROCEDURAL})")
+    f.add_argument("--mix-fraction", type=float, default=None, metavar="F",
+                   help="share of each batch taken from --mix-synth, in [0, 1); 0 = corrections only (default: 0.5)")
+    f.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="corrected fields held out of training and scored before and after (pixel accuracy and "
+                   "WBC Dice on labelled pixels): the val/ pairs if any, else the last N by name; 0 = none "
+                   "(default: 1)")
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint already in --out (never allowed for the package's models/ folder) "
+                   "(default: refuse)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its last finished epoch")
     t.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter (default: augment)")
     t.add_argument("--bank-tiles", type=int, default=2000, metavar="N",

@@ -1,0 +1,198 @@
+"""Fine-tuning benchmark: how many corrected fields and CPU minutes fix a lab the model has not
+learned (issue 13).
+
+    python benchmarks/bench_finetune.py --out finetune.json [--source wbc_rpi] [--k 5 10 20]
+        [--minutes 5] [--score-fields 20] [--synth work_data/synth] [--synth-tiles 100] [--model CKPT]
+
+For ``--source`` (held-out fields only: slides never trained on) a fixed, WBC-type-stratified set of
+scoring fields is set aside; from the remaining fields k are taken as the user's corrections (their
+box-derived partial labels, napari_bloodseg.fieldlabels, unlabelled pixels ignored), the model is
+fine-tuned on them for ``--minutes`` of wall clock (napari_bloodseg.finetune, synthesized tiles
+mixed in), and the scoring fields are scored before and after: the real-field metrics at given
+scale (napari_bloodseg.realmetrics) plus pixel accuracy and WBC Dice on the derived labels; the
+synthetic test split is scored before and after for forgetting. Writes
+``{"runs": [{"source", "k", "minutes", "before", "after", "synthetic_before", "synthetic_after", ...}]}``.
+Scoring and correction fields are disjoint but may share slides (one lab's slides, as for a user).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import numpy as np
+
+from napari_bloodseg.finetune import PROCEDURAL, fine_tune, labelled_counts, summarize_counts
+from napari_bloodseg.realfields import RealField
+from napari_bloodseg.realmetrics import aggregate, heldout_fields, score_field, select_fields
+
+MIN_LABELLED = 0.05  # a field whose derived labels cover less is skipped (as scripts/make_real_pairs.py)
+Pairs = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def pick_fields(fields: Sequence[RealField], ks: Sequence[int], n_score: int) -> tuple[list[RealField], dict[int, list[RealField]]]:
+    """(scoring fields, {k: correction fields}): scoring fields first (stratified by WBC type), then
+    k of the rest for each k, also stratified; never one field in both."""
+    score = select_fields(fields, n_score, stratify=True)
+    names = {f.name for f in score}
+    pool = [f for f in fields if f.name not in names]
+    if ks and max(ks) > len(pool):
+        raise ValueError(f"{len(fields)} fields: too few for {n_score} scoring and {max(ks)} correction fields")
+    return score, {k: select_fields(pool, k, stratify=True) for k in ks}
+
+
+def derived_pairs(fields: Sequence[RealField], log: Callable[[str], None] = print) -> Pairs:
+    """{name: (RGB, partial labels)} at the training scale; fields with too little labelled left out."""
+    from napari_bloodseg.fieldlabels import field_pair
+
+    out: Pairs = {}
+    for f in fields:
+        try:
+            rgb, mask = field_pair(f)
+        except ValueError as e:
+            log(f"  {f.name}: skipped: {e}")
+            continue
+        if (mask != 255).mean() < MIN_LABELLED:
+            log(f"  {f.name}: skipped: too little labelled")
+            continue
+        out[f.name] = (rgb, mask)
+    return out
+
+
+def write_pairs(pairs: Pairs, out: Path) -> Path:
+    """The pairs as an images/ + masks/ folder (what *Add to training set* gives a user)."""
+    from napari_bloodseg.io import write_png
+
+    for name, (rgb, mask) in pairs.items():
+        write_png(out / "images" / f"{name}.png", rgb, overwrite=True)
+        write_png(out / "masks" / f"{name}.png", mask, overwrite=True)
+    return out
+
+
+def score_real(model: str | Path | None, fields: Sequence[RealField], pairs: Pairs, source: str) -> dict:
+    """The real-field metrics at given scale plus pixel accuracy / WBC Dice on the derived labels,
+    from one segmentation per field (at the training scale, mapped back to the field's size)."""
+    from napari_bloodseg.infer import Segmenter, _resize_uint8
+
+    seg = Segmenter.from_file(model, device="cpu", backend="torch", precision="fp32")
+    counts, scores, n = np.zeros(5, np.int64), [], 0
+    for f in fields:
+        if f.name not in pairs:
+            continue
+        rgb, mask = pairs[f.name]
+        labels = seg.segment(rgb, seg.info.rbc_diameter_px).labels
+        counts += labelled_counts(labels, mask)
+        h, w = f.image().shape[:2]
+        scores.append(score_field(f, _resize_uint8(labels, h, w, smooth=False), float(f.rbc_diameter), "given"))
+        n += 1
+    out = {k.removesuffix("_given"): v for k, v in aggregate(scores, source, "given").items()}
+    labelled = summarize_counts(counts, n)
+    out["labelled_pixel_accuracy"], out["labelled_wbc_dice"] = labelled["pixel_accuracy"], labelled["wbc_dice"]
+    out["n"] = n
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def synthetic_test_set(synth: str | None, tiles: int):
+    """The synthetic test split (``<synth>/test``, evenly spread subset of ``tiles``; 0 = all) or,
+    without a set, ``tiles`` procedural tiles as `bloodseg evaluate --data procedural` draws them."""
+    from torch.utils.data import Subset
+
+    from napari_bloodseg.train import FolderDataset, RenderedDataset
+
+    if synth is None:
+        return RenderedDataset(tiles or 100, seed=12345)
+    root = Path(synth)
+    ds = FolderDataset(root / "test" if (root / "test").is_dir() else root)
+    if tiles and tiles < len(ds):
+        ds = Subset(ds, np.linspace(0, len(ds) - 1, tiles).round().astype(int).tolist())
+    return ds
+
+
+def score_synthetic(model: str | Path | None, dataset) -> dict:
+    """Pixel accuracy and mIoU as `bloodseg evaluate` computes them."""
+    from torch.utils.data import DataLoader
+
+    from napari_bloodseg.checkpoint import load_checkpoint
+    from napari_bloodseg.infer import resolve_device
+    from napari_bloodseg.train import _collate, evaluate_model
+
+    device = resolve_device("cpu")
+    net, info = load_checkpoint(model, device)
+    res = evaluate_model(net, DataLoader(dataset, batch_size=8, collate_fn=_collate), info, device)
+    return {"pixel_accuracy": round(res["pixel_accuracy"], 4), "miou": round(res["miou"], 4), "items": len(dataset)}
+
+
+def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
+                  work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
+                  log: Callable[[str], None] = print) -> dict:
+    """Every k: write its correction pairs, fine-tune, score; the 'before' scores once."""
+    t0 = time.time()
+    score_fields, corrections = pick_fields(fields, ks, n_score)
+    log(f"{source}: {len(fields)} held-out fields; scoring on {len(score_fields)}")
+    score_pairs = derived_pairs(score_fields, log)
+    synth_test = synthetic_test_set(synth, synth_tiles)
+    before = score_real(init, score_fields, score_pairs, source)
+    synthetic_before = score_synthetic(init, synth_test)
+    log(f"before: {json.dumps(before)}\n  synthetic {json.dumps(synthetic_before)}")
+    runs = []
+    for k in ks:
+        pairs = derived_pairs(corrections[k], log)
+        pairs_dir = write_pairs(pairs, work / f"k{k}" / "pairs")
+        log(f"k={k}: {len(pairs)} correction fields, fine-tuning {minutes} min")
+        rep = fine_tune(init, pairs_dir, work / f"k{k}" / "run", minutes, synth_dir=synth or PROCEDURAL, holdout=0,
+                        device="cpu", overwrite=True)
+        ckpt = rep["checkpoint"]
+        run = {"source": source, "k": k, "minutes": minutes, "fields": sorted(pairs), "before": before,
+               "after": score_real(ckpt, score_fields, score_pairs, source),
+               "synthetic_before": synthetic_before, "synthetic_after": score_synthetic(ckpt, synth_test),
+               "steps": rep["steps"], "seconds_training": rep["seconds_training"], "checkpoint": ckpt}
+        log(f"after: {json.dumps(run['after'])}\n  synthetic {json.dumps(run['synthetic_after'])}")
+        runs.append(run)
+    import torch
+
+    return {"source": source, "init": str(init) if init else "shipped default", "scoring_fields": sorted(score_pairs),
+            "synth": synth or PROCEDURAL, "cpu_threads": torch.get_num_threads(), "runs": runs,
+            "seconds": round(time.time() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--source", default="wbc_rpi", help="real source whose held-out fields are used (default: %(default)s)")
+    ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="corrected fields per run (default: 5 10 20)")
+    ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock fine-tuning budget per run (default: %(default)s)")
+    ap.add_argument("--score-fields", type=int, default=20, help="held-out fields scored before/after (default: %(default)s)")
+    ap.add_argument("--synth", default="work_data/synth",
+                    help="synthesized set: mixed into fine-tuning (train/) and scored for forgetting (test/); "
+                    f"'{PROCEDURAL}' or a missing folder: rendered tiles for both (default: %(default)s)")
+    ap.add_argument("--synth-tiles", type=int, default=100, help="synthetic test tiles scored, evenly spread; 0 = all (default: %(default)s)")
+    ap.add_argument("--model", default=None, help="checkpoint to start from (default: the shipped model)")
+    ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
+    ap.add_argument("--work", default=None, help="folder for pairs and runs (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    import tempfile
+
+    synth = args.synth if args.synth != PROCEDURAL and Path(args.synth).is_dir() else None
+    if synth is None and args.synth != PROCEDURAL:
+        print(f"{args.synth}: not found; using rendered tiles", flush=True)
+    fields = heldout_fields(args.source, args.data)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        res = run_benchmark(fields, args.source, args.model, args.k, args.minutes, work, synth, args.score_fields,
+                            args.synth_tiles, log=lambda s: print(s, flush=True))
+    if not args.work:
+        for r in res["runs"]:
+            r["checkpoint"] = None  # gone with the temporary folder
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
