@@ -26,6 +26,7 @@ from napari_bloodseg.bank import (
     extract_rbc,
     extract_wbc,
     import_procedural,
+    importers,
     is_bank,
     make_sample_id,
     measure_rbc_diameter,
@@ -35,10 +36,9 @@ from napari_bloodseg.bank import (
     run_import,
     synthesize_clumps,
 )
-from napari_bloodseg.bank import cli as bank_cli
-from napari_bloodseg.bank import importers
 from napari_bloodseg.bank.masks import crop_rgba, dice, label_field, pick_cell
 from napari_bloodseg.classes import BloodClass, folder_name
+from napari_bloodseg.cli import bank as bank_cli
 
 BG = (236, 218, 208)
 RBC = (214, 150, 160)
