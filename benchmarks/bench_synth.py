@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from napari_bloodseg.synth import (  # noqa: E402
     SamplePool,
     SynthConfig,
-    _atomic_write,
-    _Composer,
     encode_png,
     synthesize,
 )
+from napari_bloodseg.synth.compose import _Composer  # noqa: E402
+from napari_bloodseg.synth.writer import _atomic_write  # noqa: E402
 
 
 def _cpu_self() -> float:

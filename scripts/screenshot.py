@@ -11,9 +11,9 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-from napari_bloodseg._widget_counts import CountsWidget
-from napari_bloodseg._widget_correct import CorrectWidget
-from napari_bloodseg._widget_segment import SegmentWidget
+from napari_bloodseg.widgets.correct import CorrectWidget
+from napari_bloodseg.widgets.counts import CountsWidget
+from napari_bloodseg.widgets.segment import SegmentWidget
 
 
 def main(out: str) -> None:

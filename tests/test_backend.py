@@ -192,8 +192,8 @@ def test_warnings_filed_under_their_input_from_any_thread():
 
 def test_widget_backend_without_openvino_is_a_notification(make_napari_viewer, qtbot, tiny_checkpoint,
                                                            no_openvino, monkeypatch):
-    from napari_bloodseg import _widget_segment
-    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.widgets import segment as _widget_segment
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     shown = []
     monkeypatch.setattr(_widget_segment, "show_error", shown.append)

@@ -26,6 +26,7 @@ from napari_bloodseg.bank import (
     extract_rbc,
     extract_wbc,
     import_procedural,
+    importers,
     is_bank,
     make_sample_id,
     measure_rbc_diameter,
@@ -35,10 +36,10 @@ from napari_bloodseg.bank import (
     run_import,
     synthesize_clumps,
 )
-from napari_bloodseg.bank import cli as bank_cli
-from napari_bloodseg.bank import importers
+from napari_bloodseg.bank.importers import base as importers_base
 from napari_bloodseg.bank.masks import crop_rgba, dice, label_field, pick_cell
 from napari_bloodseg.classes import BloodClass, folder_name
+from napari_bloodseg.cli import bank as bank_cli
 
 BG = (236, 218, 208)
 RBC = (214, 150, 160)
@@ -245,7 +246,7 @@ def _pbc_tree(root: Path, n=2) -> Path:
 
 def test_pbc_import_measures_scale_and_adds_nothing_twice(tmp_path, monkeypatch):
     src = _pbc_tree(tmp_path / "pbc")
-    monkeypatch.setattr(importers, "SCALE_SAMPLE", 6)
+    monkeypatch.setattr(importers_base, "SCALE_SAMPLE", 6)
     rep = run_import("pbc", src, tmp_path / "bank")
     assert rep.sources["pbc"].scale.diameter == pytest.approx(31, abs=3)  # the drawn RBCs (d = 30)
     assert rep.added[BloodClass.NEUTROPHIL] == 2 and rep.added[BloodClass.THROMBOCYTE] == 2
@@ -503,7 +504,7 @@ def test_real_pbc_scale_and_import(real_data, tmp_path, monkeypatch):
     src = real_data / "pbc"
     if not src.is_dir():
         pytest.skip("PBC not present")
-    monkeypatch.setattr(importers, "SCALE_SAMPLE", 12)
+    monkeypatch.setattr(importers_base, "SCALE_SAMPLE", 12)
     rep = run_import("pbc", src, tmp_path / "bank", limit=6)
     assert 60 < rep.sources["pbc"].scale.diameter < 95  # SOURCES.md: PBC RBCs ~70 px
     assert rep.n_added >= 5 and len(rep.added) == 6  # one of each PBC class, round-robin
@@ -523,7 +524,7 @@ def test_real_sources_smoke(real_data, tmp_path, monkeypatch, fmt, folder, diame
     src = real_data / folder
     if not src.is_dir():
         pytest.skip(f"{folder} not present")
-    monkeypatch.setattr(importers, "SCALE_SAMPLE", 8)
+    monkeypatch.setattr(importers_base, "SCALE_SAMPLE", 8)
     rep = run_import(fmt, src, tmp_path / "bank", limit=4, rbc_diameter=diameter)
     assert rep.n_added >= 1 and set(rep.added) <= classes and not rep.unreadable
     bank = Bank.open(tmp_path / "bank")

@@ -11,9 +11,9 @@ from napari_bloodseg.render import render_smear
 def test_fine_tune_on_corrections_becomes_the_segment_model(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint):
     import torch
 
-    from napari_bloodseg._widget_correct import CorrectWidget
-    from napari_bloodseg._widget_segment import SegmentWidget
     from napari_bloodseg.checkpoint import load_checkpoint
+    from napari_bloodseg.widgets.correct import CorrectWidget
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     seg = SegmentWidget(viewer)
@@ -65,8 +65,8 @@ def test_fine_tune_on_corrections_becomes_the_segment_model(make_napari_viewer, 
 
 
 def test_fine_tune_without_enough_corrections_is_one_message(make_napari_viewer, tmp_path, monkeypatch):
-    from napari_bloodseg import _widget_finetune
-    from napari_bloodseg._widget_correct import CorrectWidget
+    from napari_bloodseg.widgets import finetune as _widget_finetune
+    from napari_bloodseg.widgets.correct import CorrectWidget
 
     errors: list[str] = []
     monkeypatch.setattr(_widget_finetune, "show_error", errors.append)

@@ -30,7 +30,7 @@ def test_sample_data_opens(make_napari_viewer):
 def test_segment_widget_gives_class_labels_layer(make_napari_viewer, qtbot):
     from napari.utils.colormaps import DirectLabelColormap
 
-    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-bloodseg", "smear")
@@ -60,7 +60,7 @@ def test_segment_widget_gives_class_labels_layer(make_napari_viewer, qtbot):
 
 
 def test_segment_widget_cancel(make_napari_viewer, qtbot, tiny_checkpoint):
-    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.full((3000, 3000, 3), 200, np.uint8), name="big", rgb=True)
@@ -78,7 +78,7 @@ def test_segment_widget_cancel(make_napari_viewer, qtbot, tiny_checkpoint):
 
 
 def test_segment_widget_bad_input_is_a_message(make_napari_viewer, qtbot, tiny_checkpoint):
-    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.uint8), name="gray")
@@ -181,8 +181,8 @@ def test_reader_opens_a_bank_as_gallery(tmp_path):
 
 
 def test_segment_widget_flags_an_uncertain_rbc_estimate(make_napari_viewer, qtbot, tiny_checkpoint):
-    from napari_bloodseg._widget_segment import SegmentWidget
     from napari_bloodseg.render import render_smear
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(render_smear((90, 90), seed=1).image, name="crop", rgb=True)
@@ -197,7 +197,7 @@ def test_segment_widget_flags_an_uncertain_rbc_estimate(make_napari_viewer, qtbo
 
 
 def test_segment_widget_takes_the_rbc_diameter_from_a_drawn_line(make_napari_viewer):
-    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
@@ -212,8 +212,8 @@ def test_segment_widget_takes_the_rbc_diameter_from_a_drawn_line(make_napari_vie
 def test_segment_widget_takes_the_pixel_size_stored_in_the_opened_tiff(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path):
     import tifffile
 
-    from napari_bloodseg._widget_segment import SegmentWidget
     from napari_bloodseg.render import render_smear
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     path = tmp_path / "field.tif"
     tifffile.imwrite(path, render_smear((96, 96), seed=3).image, resolution=(1e4 / 0.25, 1e4 / 0.25),

@@ -329,7 +329,7 @@ def test_synth_widget_builds_and_previews(make_napari_viewer, qtbot, tmp_path):
     from napari.layers import Image, Labels
     from napari.utils.colormaps import DirectLabelColormap
 
-    from napari_bloodseg._widget_synth import SynthWidget
+    from napari_bloodseg.widgets.synth import SynthWidget
 
     viewer = make_napari_viewer()
     widget = SynthWidget(viewer)

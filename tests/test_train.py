@@ -6,7 +6,13 @@ import torch
 
 from napari_bloodseg.export import add_training_pair
 from napari_bloodseg.render import render_smear
-from napari_bloodseg.train import CachedDataset, RenderedDataset, TrainConfig, class_weights, train
+from napari_bloodseg.train import (
+    CachedDataset,
+    RenderedDataset,
+    TrainConfig,
+    class_weights,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +66,7 @@ def test_stop_keeps_finished_epochs(tmp_path, tiny_sets):
 
 
 def test_train_widget_runs_and_stops(make_napari_viewer, qtbot, tmp_path):
-    from napari_bloodseg._widget_train import START_SCRATCH, TrainWidget
+    from napari_bloodseg.widgets.train import START_SCRATCH, TrainWidget
 
     data = tmp_path / "pairs"
     for i in range(4):
@@ -214,8 +220,7 @@ def test_train_streams_tiles_from_a_bank(tmp_path, capsys):
     from test_synth import write_bank
 
     from napari_bloodseg.cli import main
-    from napari_bloodseg.train import _EpochOrder
-    from napari_bloodseg.train_cli import datasets_for
+    from napari_bloodseg.train import _EpochOrder, datasets_for
 
     bank = write_bank(tmp_path / "bank")
     tr, va = datasets_for(str(bank), bank_tiles=(40, 8))

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from napari_bloodseg.render import render_smear
 
@@ -7,7 +6,7 @@ from napari_bloodseg.render import render_smear
 def test_segment_dock_shows_a_warning_for_non_finite_pixels(make_napari_viewer, qtbot, tiny_checkpoint):
     from napari.utils.notifications import NotificationSeverity, notification_manager
 
-    from napari_bloodseg._widget_segment import SegmentWidget
+    from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     img = render_smear((96, 96), seed=0).image.astype(np.float32) / 255

@@ -1,4 +1,3 @@
-import collections
 
 import numpy as np
 
@@ -8,7 +7,7 @@ from napari_bloodseg.render import render_smear
 
 
 def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
-    from napari_bloodseg._widget_counts import CountsWidget
+    from napari_bloodseg.widgets.counts import CountsWidget
 
     viewer = make_napari_viewer()
     s = render_smear((400, 400), seed=1, touching=False)
@@ -40,7 +39,7 @@ def test_counts_dock_saves_table_and_summary_without_overwriting(make_napari_vie
     import csv
     import json
 
-    from napari_bloodseg._widget_counts import CountsWidget
+    from napari_bloodseg.widgets.counts import CountsWidget
 
     viewer = make_napari_viewer()
     s = render_smear((300, 300), seed=2, touching=False)
@@ -67,8 +66,8 @@ def test_counts_dock_saves_table_and_summary_without_overwriting(make_napari_vie
 def test_picker_paints_exports_and_pair_is_on_disk(make_napari_viewer, qtbot, tmp_path):
     import imageio.v3 as iio
 
-    from napari_bloodseg._widget_correct import CorrectWidget
     from napari_bloodseg.train import FolderDataset
+    from napari_bloodseg.widgets.correct import CorrectWidget
 
     viewer = make_napari_viewer()
     s = render_smear((224, 224), seed=4)
@@ -96,7 +95,7 @@ def test_picker_paints_exports_and_pair_is_on_disk(make_napari_viewer, qtbot, tm
 
 
 def test_keys_select_class(make_napari_viewer):
-    from napari_bloodseg._widget_correct import CorrectWidget
+    from napari_bloodseg.widgets.correct import CorrectWidget
 
     viewer = make_napari_viewer()
     labels = viewer.add_labels(np.zeros((64, 64), np.uint8), name="mask")
@@ -112,8 +111,8 @@ def test_counts_dock_summarizes_all_class_maps_without_overwriting(make_napari_v
     import csv
     import json
 
-    from napari_bloodseg._widget_counts import CountsWidget
     from napari_bloodseg.cells import find_cells, summarize
+    from napari_bloodseg.widgets.counts import CountsWidget
 
     viewer = make_napari_viewer()
     fields = [render_smear((300, 300), seed=k, touching=False) for k in (5, 6)]

@@ -5,24 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from .classes import IGNORE_INDEX, NUM_CLASSES, class_table, colorize
+from .classes import IGNORE_INDEX, class_mask, class_table, colorize
 from .io import write_png
-
-
-def class_mask(data) -> np.ndarray:
-    """Labels data → uint8 class ids; ValueError if it holds values outside the class table."""
-    arr = np.asarray(data)
-    if arr.ndim != 2:
-        raise ValueError(f"a class mask must be 2-D, got shape {arr.shape}")
-    vals = np.unique(arr)
-    bad = vals[(vals < 0) | ((vals >= NUM_CLASSES) & (vals != IGNORE_INDEX))]
-    if bad.size:
-        raise ValueError(
-            f"labels hold values {bad[:5].tolist()} outside the class ids 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} = ignore)"
-        )
-    return arr.astype(np.uint8)
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:

@@ -121,6 +121,20 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return lut[np.asarray(labels, dtype=np.uint8)]
 
 
+def class_mask(data) -> np.ndarray:
+    """Labels data → uint8 class ids; ValueError if it holds values outside the class table."""
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise ValueError(f"a class mask must be 2-D, got shape {arr.shape}")
+    vals = np.unique(arr)
+    bad = vals[(vals < 0) | ((vals >= NUM_CLASSES) & (vals != IGNORE_INDEX))]
+    if bad.size:
+        raise ValueError(
+            f"labels hold values {bad[:5].tolist()} outside the class ids 0..{NUM_CLASSES - 1} (and {IGNORE_INDEX} = ignore)"
+        )
+    return arr.astype(np.uint8)
+
+
 def decode_color_map(rgb: np.ndarray, palette: dict[tuple[int, int, int], int] | None = None) -> np.ndarray:
     """Colour-coded map (H, W, 3) → class ids by nearest palette colour (JPEG-safe)."""
     palette = REFERENCE_COLORS if palette is None else palette

@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 
+from .classes import class_mask
 from .infer import prepare_image
 from .io import write_png
 
@@ -41,8 +42,6 @@ def add_training_pair(dataset: str | Path, image: np.ndarray, labels: np.ndarray
     never replaced: the new one gets the next free name (``<name>_2``, …). ``rbc_diameter``: the
     image's healthy-RBC size in px (e.g. what Segment used), to store the pair at the training
     scale; None stores it as it is. Returns the mask path."""
-    from ._writer import class_mask
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     rgb = prepare_image(image)

@@ -23,7 +23,6 @@ from .losses import PartialCrossEntropy
 from .metrics import confusion_matrix, scores
 from .model import TILE, UNet
 
-
 # ----------------------------------------------------------------------------- data
 Augment = bool | str | AugmentLevel  # True: the wide randomisation, False: none
 
@@ -424,3 +423,35 @@ def train(
     state.model = model  # the trained network, for callers; not part of the saved state
     return state
 
+
+PROCEDURAL = "procedural"  # datasets_for: tiles rendered on the fly
+
+
+def datasets_for(data: str, augment: bool = True, n_procedural: int = 2000, seed: int = 0,
+                 bank_tiles: tuple[int, int] = (2000, 200)):
+    """(train, val) datasets from a synthesized set (train/ + val/), a folder of corrected pairs
+    (train/ only, or images/ + masks/: validated on the same pairs), a sample bank (tiles composed
+    on the fly from its train and val samples: ``bank_tiles`` per epoch and for validation), or
+    'procedural'."""
+    from .bank.store import is_bank
+
+    if data == PROCEDURAL:
+        return RenderedDataset(n_procedural, seed=seed, augment=augment), RenderedDataset(max(8, n_procedural // 10), seed=seed + 1)
+    root = Path(data)
+    if is_bank(root):
+        from .synth import SamplePool, SynthDataset
+
+        pool = SamplePool.from_bank_dir(root)
+        for split in ("train", "val"):
+            if not pool.samples(split=split):
+                raise ValueError(f"{root}: the sample bank has no {split}-split samples to compose {split} tiles from")
+        train = SynthDataset(pool, "train", n=bank_tiles[0], seed=seed)
+        val = SynthDataset(pool, "val", n=bank_tiles[1], seed=seed)
+        return (AugmentedDataset(train) if augment else train), val
+    if (root / "images").is_dir():
+        return FolderDataset(root, augment=augment), FolderDataset(root)
+    if not (root / "train").is_dir():
+        raise ValueError(f"{root}: expected 'train/' and 'val/' splits (from `bloodseg synth` or 'Add to training set'), "
+                         f"an images/ + masks/ folder, or '{PROCEDURAL}'")
+    val = root / "val" if (root / "val").is_dir() else root / "train"
+    return FolderDataset(root / "train", augment=augment), FolderDataset(val)

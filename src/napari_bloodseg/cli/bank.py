@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 
-from ..argtypes import positive_float, positive_int
-from .importers import FORMAT_NAMES
+from ..bank.importers import FORMAT_NAMES
+from .argtypes import positive_float, positive_int
 
 
 def _err(msg: str) -> int:
@@ -25,8 +25,8 @@ def _err(msg: str) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .importers import LayoutError, parse_format, run_import
-    from .scale import ScaleError
+    from ..bank.importers import LayoutError, parse_format, run_import
+    from ..bank.scale import ScaleError
 
     try:
         fmt = parse_format(args.format)
@@ -46,8 +46,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_procedural(args: argparse.Namespace) -> int:
-    from .importers import import_procedural
-    from .store import Bank
+    from ..bank.importers import import_procedural
+    from ..bank.store import Bank
 
     try:
         report = import_procedural(Bank.create(args.bank), per_class=args.per_class, seed=args.seed)
@@ -58,8 +58,8 @@ def cmd_procedural(args: argparse.Namespace) -> int:
 
 
 def cmd_clumps(args: argparse.Namespace) -> int:
-    from .importers import synthesize_clumps
-    from .store import Bank
+    from ..bank.importers import synthesize_clumps
+    from ..bank.store import Bank
 
     try:
         bank = Bank.open(args.bank)
@@ -71,7 +71,7 @@ def cmd_clumps(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .store import Bank
+    from ..bank.store import Bank
 
     try:
         bank = Bank.open(args.dir)
@@ -83,8 +83,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from .gallery import save_gallery_png
-    from .store import Bank
+    from ..bank.gallery import save_gallery_png
+    from ..bank.store import Bank
 
     try:
         bank = Bank.open(args.dir)
@@ -160,7 +160,7 @@ def add_parser(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m napari_bloodseg.bank.cli ...`` (same as ``bloodseg bank ...``)."""
+    """``python -m napari_bloodseg.cli.bank ...`` (same as ``bloodseg bank ...``)."""
     parser = argparse.ArgumentParser(prog="bloodseg")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bank", *(argv if argv is not None else sys.argv[1:])])

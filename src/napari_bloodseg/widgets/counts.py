@@ -13,9 +13,15 @@ from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from ._widget_utils import StatusLine, chosen_path, compact, path_edit
-from .cells import find_cells, save_report, summarize
-from .slide_report import format_run_summary, free_summary_paths, is_class_map, summarize_class_maps, write_run_summary
+from ..cells import find_cells, save_report, summarize
+from ..slide_report import (
+    format_run_summary,
+    free_summary_paths,
+    is_class_map,
+    summarize_class_maps,
+    write_run_summary,
+)
+from .utils import StatusLine, chosen_path, compact, path_edit
 
 if TYPE_CHECKING:
     import napari

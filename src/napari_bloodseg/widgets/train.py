@@ -11,7 +11,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit
+from .utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit
 
 if TYPE_CHECKING:
     import napari
@@ -25,8 +25,7 @@ START_FILE = "checkpoint file"
 def _train_worker(data: str, out: str, epochs: int, batch_size: int, device: str, init: str | None, width: int):
     import queue
 
-    from .train import TrainConfig, train
-    from .train_cli import datasets_for
+    from ..train import TrainConfig, datasets_for, train
 
     events: queue.SimpleQueue = queue.SimpleQueue()
     stop = {"flag": False}
@@ -101,7 +100,7 @@ class TrainWidget(WorkerDock, Container):
         self._width.visible = value == START_SCRATCH
 
     def run(self) -> None:
-        from .checkpoint import DEFAULT_MODEL
+        from ..checkpoint import DEFAULT_MODEL
 
         data, out = chosen_path(self._data), chosen_path(self._out)
         if data is None or not data.is_dir():

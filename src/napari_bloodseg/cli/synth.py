@@ -1,6 +1,6 @@
 """`bloodseg synth`: compose a training set from a sample bank (or procedural sprites).
 
-Imported by cli.py for every command, so it imports nothing heavy at module level.
+Imported by cli/__init__.py for every command, so it imports nothing heavy at module level.
 """
 
 from __future__ import annotations
@@ -50,7 +50,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .synth import DEFAULT_COUNTS, REFERENCE_COUNTS, SamplePool, SynthConfig, format_missing, iter_synthesize, missing_classes
+    from ..synth import (
+        DEFAULT_COUNTS,
+        REFERENCE_COUNTS,
+        SamplePool,
+        SynthConfig,
+        format_missing,
+        iter_synthesize,
+        missing_classes,
+    )
 
     counts = dict(REFERENCE_COUNTS if args.preset == "reference" else DEFAULT_COUNTS)
     for sp in ("train", "val", "test"):

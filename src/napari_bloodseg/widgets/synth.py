@@ -12,7 +12,15 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit, show_progress
+from .utils import (
+    Collapsible,
+    StatusLine,
+    WorkerDock,
+    chosen_path,
+    compact,
+    path_edit,
+    show_progress,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -21,7 +29,7 @@ if TYPE_CHECKING:
 @thread_worker
 def _synth_worker(bank: str | None, per_class: int, out: str, counts: dict, seed: int, workers: int,
                   overwrite: bool, allow_missing: bool, preview: int):
-    from .synth import SamplePool, iter_synthesize, read_synth_set
+    from ..synth import SamplePool, iter_synthesize, read_synth_set
 
     pool = SamplePool.procedural(per_class, seed=seed) if bank is None else SamplePool.from_bank_dir(bank)
     summary = yield from iter_synthesize(pool, out, counts, seed=seed, workers=workers,
@@ -95,7 +103,7 @@ class SynthWidget(WorkerDock, Container):
         if not any(counts.values()):
             show_error("Nothing to synthesize: all image counts are 0.")
             return
-        from .synth import check_output
+        from ..synth import check_output
 
         try:
             check_output(out, bool(self._overwrite.value))

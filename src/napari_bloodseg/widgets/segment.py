@@ -12,8 +12,16 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ._widget_utils import Collapsible, StatusLine, WorkerDock, chosen_path, compact, path_edit, show_progress
-from .layers import labels_layer_kwargs
+from ..layers import labels_layer_kwargs
+from .utils import (
+    Collapsible,
+    StatusLine,
+    WorkerDock,
+    chosen_path,
+    compact,
+    path_edit,
+    show_progress,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -22,7 +30,7 @@ if TYPE_CHECKING:
 @thread_worker(ignore_errors=True)
 def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_diameter: float | None,
                     tta: str = "none", scale_method: str = "network", backend: str = "auto"):
-    from .infer import Segmenter
+    from ..infer import Segmenter
 
     seg = Segmenter.from_file(model_path, device=device, tta=tta, scale_method=scale_method, backend=backend)
     return (yield from seg.iter_segment(image, rbc_diameter))
@@ -87,7 +95,7 @@ class SegmentWidget(WorkerDock, Container):
         self._viewer.layers.events.inserted.connect(self._image.reset_choices)
         self._viewer.layers.events.removed.connect(self._image.reset_choices)
         self._cancelling = False
-        from ._session import register_segment_dock
+        from .session import register_segment_dock
 
         register_segment_dock(napari_viewer, self)
 
@@ -140,7 +148,7 @@ class SegmentWidget(WorkerDock, Container):
             return
         model = None if chosen is None else str(chosen)
         if self._backend.value == "openvino":
-            from .backend_openvino import INSTALL_HINT, available
+            from ..backend_openvino import INSTALL_HINT, available
 
             if not available():
                 self._status.value = "error: OpenVINO is not installed"
@@ -150,7 +158,7 @@ class SegmentWidget(WorkerDock, Container):
         diameter = None if self._auto_d.value else float(self._diameter.value)
         self._file_scale = None
         if diameter is None:  # the pixel size the image file stores beats any estimate
-            from .io import RBC_MICRONS, read_pixel_size
+            from ..io import RBC_MICRONS, read_pixel_size
 
             um = read_pixel_size(layer.source.path) if layer.source.path else None
             if um is not None:

@@ -17,7 +17,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import WorkerDock, show_progress
+from .utils import WorkerDock, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -29,7 +29,7 @@ RUNS_SUBDIR = "fine_tuned"
 def _fine_tune_worker(init: str | None, pairs: str, out: str, minutes: float, stop: threading.Event):
     import queue
 
-    from .finetune import fine_tune
+    from ..finetune import fine_tune
 
     events: queue.SimpleQueue = queue.SimpleQueue()
     result: dict[str, Any] = {}
@@ -90,8 +90,8 @@ class FineTunePanel(WorkerDock, Container):
         self.report: dict[str, Any] | None = None
 
     def run(self) -> None:
-        from ._session import segment_dock
-        from .finetune import find_pairs, split_holdout
+        from ..finetune import find_pairs, split_holdout
+        from .session import segment_dock
 
         folder = self._folder()
         if folder is None:
@@ -131,8 +131,8 @@ class FineTunePanel(WorkerDock, Container):
                 self._status.value = f"fine-tuning: {ev['elapsed']:.0f}/{ev['budget']:.0f} s, loss {ev['loss']:.3f}"
 
     def _on_done(self, report: dict[str, Any]) -> None:
-        from ._session import segment_dock
-        from .finetune import report_text
+        from ..finetune import report_text
+        from .session import segment_dock
 
         self.report = report
         line = report_text(report)

@@ -12,38 +12,6 @@ from .argtypes import BACKEND_HELP, BACKENDS
 PROCEDURAL = "procedural"
 
 
-def datasets_for(data: str, augment: bool = True, n_procedural: int = 2000, seed: int = 0,
-                 bank_tiles: tuple[int, int] = (2000, 200)):
-    """(train, val) datasets from a synthesized set (train/ + val/), a folder of corrected pairs
-    (train/ only, or images/ + masks/: validated on the same pairs), a sample bank (tiles composed
-    on the fly from its train and val samples: ``bank_tiles`` per epoch and for validation), or
-    'procedural'."""
-    from .bank.store import is_bank
-    from .train import FolderDataset, RenderedDataset
-
-    if data == PROCEDURAL:
-        return RenderedDataset(n_procedural, seed=seed, augment=augment), RenderedDataset(max(8, n_procedural // 10), seed=seed + 1)
-    root = Path(data)
-    if is_bank(root):
-        from .synth import SamplePool, SynthDataset
-        from .train import AugmentedDataset
-
-        pool = SamplePool.from_bank_dir(root)
-        for split in ("train", "val"):
-            if not pool.samples(split=split):
-                raise ValueError(f"{root}: the sample bank has no {split}-split samples to compose {split} tiles from")
-        train = SynthDataset(pool, "train", n=bank_tiles[0], seed=seed)
-        val = SynthDataset(pool, "val", n=bank_tiles[1], seed=seed)
-        return (AugmentedDataset(train) if augment else train), val
-    if (root / "images").is_dir():
-        return FolderDataset(root, augment=augment), FolderDataset(root)
-    if not (root / "train").is_dir():
-        raise ValueError(f"{root}: expected 'train/' and 'val/' splits (from `bloodseg synth` or 'Add to training set'), "
-                         f"an images/ + masks/ folder, or '{PROCEDURAL}'")
-    val = root / "val" if (root / "val").is_dir() else root / "train"
-    return FolderDataset(root / "train", augment=augment), FolderDataset(val)
-
-
 def init_distributed(device: str) -> str:
     """Under torchrun (WORLD_SIZE > 1): join the process group; one GPU per process (NCCL) or gloo on CPUs."""
     import os
@@ -64,8 +32,8 @@ def init_distributed(device: str) -> str:
 
 def cmd_fine_tune(args: argparse.Namespace) -> int:
     """`bloodseg train --minutes M`: time-budgeted fine-tuning on corrected pairs (see finetune.py)."""
-    from .finetune import PROCEDURAL as SYNTH_PROCEDURAL
-    from .finetune import fine_tune, report_text
+    from ..finetune import PROCEDURAL as SYNTH_PROCEDURAL
+    from ..finetune import fine_tune, report_text
 
     try:
         if args.resume:
@@ -105,10 +73,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.batch_size = 8 if args.batch_size is None else args.batch_size
     args.lr = 1e-3 if args.lr is None else args.lr
 
-    from .train import TrainConfig, train
+    from ..train import TrainConfig, train
 
     try:
         args.device = init_distributed(args.device)
+        from ..train import datasets_for
+
         train_set, val_set = datasets_for(args.data, not args.no_augment, args.procedural_tiles, args.seed,
                                           (args.bank_tiles, args.bank_val_tiles))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_late=args.lr_late,
@@ -143,9 +113,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
-    from .checkpoint import CheckpointError, load_checkpoint
-    from .infer import Backend, inference_module, resolve_device
-    from .train import FolderDataset, RenderedDataset, _collate, evaluate_model
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..infer import Backend, inference_module, resolve_device
+    from ..train import FolderDataset, RenderedDataset, _collate, evaluate_model
 
     try:
         openvino = args.backend == Backend.OPENVINO.value and args.device == "auto"
@@ -174,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(json.dumps(res, indent=1))
-        from .plots import plot_confusion
+        from ..plots import plot_confusion
 
         plot_confusion(res["confusion_matrix"], out / "confusion_matrix.png")
         print(f"wrote {out / 'evaluation.json'} and {out / 'confusion_matrix.png'}")

@@ -1,5 +1,5 @@
 """Correction dock: the class legend as a paint-label picker (click or keys 0–9), "Add to training
-set" for an image + corrected labels pair, and "Fine-tune on my corrections" (see _widget_finetune)."""
+set" for an image + corrected labels pair, and "Fine-tune on my corrections" (see widgets.finetune)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 
-from ._widget_utils import StatusLine, chosen_path, compact, path_edit
-from .classes import CLASSES, NUM_CLASSES
-from .layers import labels_layer_kwargs
+from ..classes import CLASSES, NUM_CLASSES
+from ..layers import labels_layer_kwargs
+from .utils import StatusLine, chosen_path, compact, path_edit
 
 if TYPE_CHECKING:
     import napari
@@ -45,7 +45,7 @@ class CorrectWidget(Container):
         self.extend([self._image, self._dataset, self._split, self._add, self._status])
         compact(self)
         self._add.changed.connect(self.add_to_training_set)
-        from ._widget_finetune import FineTunePanel
+        from .finetune import FineTunePanel
 
         self.fine_tune = FineTunePanel(napari_viewer, lambda: chosen_path(self._dataset))
         self.append(self.fine_tune)
@@ -81,7 +81,7 @@ class CorrectWidget(Container):
         self._status.value = f"painting: {CLASSES[class_id].name}"
 
     def add_to_training_set(self) -> None:
-        from .export import add_training_pair
+        from ..export import add_training_pair
 
         labels, image = self._labels.value, self._image.value
         folder = chosen_path(self._dataset)

@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 from .argtypes import BACKEND_HELP, BACKENDS, positive_float, positive_int
 
 
@@ -26,12 +26,18 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import CheckpointError
-    from .classes import colorize
-    from .infer import Prepared, ScaleMethod, Segmenter, prepare_image
-    from .io import expand_inputs, read_image, read_pixel_size, write_png
-    from .pipeline import WarningsByKey, prefetch
-    from .slide_report import SUMMARY_CSV, SUMMARY_JSON, run_line, run_summary, write_run_summary
+    from ..checkpoint import CheckpointError
+    from ..classes import colorize
+    from ..infer import Prepared, ScaleMethod, Segmenter, prepare_image
+    from ..io import expand_inputs, read_image, read_pixel_size, write_png
+    from ..pipeline import WarningsByKey, prefetch
+    from ..slide_report import (
+        SUMMARY_CSV,
+        SUMMARY_JSON,
+        run_line,
+        run_summary,
+        write_run_summary,
+    )
 
     out = Path(args.out)
     run_json, run_csv = out / SUMMARY_JSON, out / SUMMARY_CSV
@@ -104,7 +110,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 write_png(targets[1], colorize(result.labels), overwrite=True)
                 msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
                 if args.report:
-                    from .cells import write_report
+                    from ..cells import write_report
 
                     summary = write_report(result, image, targets[2], targets[3])
                     summaries.append((path.name, summary))
@@ -139,7 +145,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-from .io import RBC_MICRONS  # noqa: E402 - a healthy RBC's diameter (µm), for --pixel-size
+from ..io import RBC_MICRONS  # noqa: E402 - a healthy RBC's diameter (µm), for --pixel-size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for scripts: no progress bar and no per-image lines; only warnings and errors")
     s.set_defaults(func=cmd_segment)
 
-    from .bank.cli import add_parser as add_bank
-    from .synth_cli import add_parser as add_synth
-    from .train_cli import add_parser as add_train
+    from .bank import add_parser as add_bank
+    from .synth import add_parser as add_synth
+    from .train import add_parser as add_train
 
     for add in (add_bank, add_synth, add_train):
         add(sub)
@@ -194,6 +200,3 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning  # any other warning: one `bloodseg: warning:` line too
         return int(args.func(args) or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

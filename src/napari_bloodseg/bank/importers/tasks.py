@@ -1,0 +1,142 @@
+"""Running one import task (in a worker process): read the source image, extract or check each cell's mask, crop and rescale it to the bank scale."""
+
+from __future__ import annotations
+
+import math
+
+import imageio.v3 as iio
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import measure
+
+from ...classes import BloodClass
+from .. import masks as M
+from .base import _Crop, _crop_from, _mask_levels, _Result, _Task
+
+
+def _run_task(t: _Task) -> _Result:
+    res = _Result(t)
+    if t.notes:
+        res.skipped.update(t.notes)
+    if t.kind == "skip":
+        res.skipped[t.note or "skipped"] += 1
+        return res
+    try:
+        img = iio.imread(t.path)
+        rgb = M.as_rgb(img)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means unreadable
+        res.error = f"{t.rel}: {type(e).__name__}: {e}"
+        return res
+    try:
+        if t.kind == "crop":
+            assert t.cls is not None
+            alpha = np.asarray(img)[..., 3] if np.asarray(img).ndim == 3 and np.asarray(img).shape[-1] == 4 else None
+            if alpha is not None and (alpha < 128).any() and (alpha >= 128).any():
+                ex = M.check_mask(alpha >= 128, max_border=1.0)
+            elif t.cls == BloodClass.PLATELET_CLUMP:
+                ex = _extract_clump(rgb, t.diameter)
+            else:
+                ex = M.extract_cell(rgb, t.cls, t.diameter, surround=t.surround)  # type: ignore[arg-type]
+            res.crops.append(_crop_from(0, t.cls, rgb, ex, t.diameter))
+        elif t.kind == "masked":
+            assert t.cls is not None and t.mask_path is not None
+            try:
+                m = _mask_levels(t.mask_path)
+            except Exception as e:  # noqa: BLE001
+                res.error = f"{t.mask_path}: {type(e).__name__}: {e}"
+                return res
+            if m.shape != rgb.shape[:2]:
+                res.error = f"{t.rel}: mask shape {m.shape} differs from image {rgb.shape[:2]}"
+                return res
+            h, w = m.shape
+            ex = M.check_mask(m, point=(h / 2, w / 2))
+            res.crops.append(_crop_from(0, t.cls, rgb, ex, t.diameter))
+        elif t.kind == "components":
+            assert t.cls is not None and t.mask_path is not None
+            m = _mask_levels(t.mask_path)
+            if m.shape != rgb.shape[:2]:
+                res.error = f"{t.rel}: mask shape {m.shape} differs from image {rgb.shape[:2]}"
+                return res
+            lb = measure.label(m)
+            min_area = math.pi / 4 * (0.6 * t.diameter) ** 2
+            k = 0
+            for p in measure.regionprops(lb):
+                if p.area < 0.15 * min_area:  # mask noise
+                    continue
+                ex = M.check_mask(lb == p.label, max_border=0.0)
+                if ex.ok and p.area < min_area:
+                    ex = M.reject(M.RejectReason.SIZE)
+                res.crops.append(_crop_from(k, t.cls, rgb, ex, t.diameter))
+                k += 1
+            if k == 0:
+                res.crops.append(_Crop(0, t.cls, None, M.RejectReason.EMPTY.value))
+        elif t.kind == "points":
+            assert t.points is not None
+            labels = M.label_field(rgb, t.diameter)
+            slices = ndi.find_objects(labels)
+            allp = np.array([(r, c) for r, c, _ in t.points], float).reshape(-1, 2)
+            for i, (r, c, cls) in enumerate(t.points):
+                if cls < 0:
+                    continue
+                others = np.delete(allp, i, axis=0)
+                ex = M.pick_cell(labels, (r, c), t.diameter, other_points=others, slices=slices)
+                res.crops.append(_crop_from(i, cls, rgb, ex, t.diameter))
+        elif t.kind == "voc":
+            assert t.boxes is not None
+            _run_voc(t, rgb, res)
+        else:
+            raise ValueError(f"unknown task kind {t.kind!r}")
+    except Exception as e:  # noqa: BLE001 - report, never abort the whole import
+        res.error = f"{t.rel}: failed: {type(e).__name__}: {e}"
+    return res
+
+
+def _run_voc(t: _Task, rgb: np.ndarray, res: _Result) -> None:
+    from ...realfields import (
+        box_iou,  # not at module level: realfields imports the bank
+    )
+
+    assert t.boxes is not None
+    h, w = rgb.shape[:2]
+    labels: np.ndarray | None = None
+    slices: list | None = None
+    centres = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in t.boxes], float).reshape(-1, 2)
+    for i, (y0, x0, y1, x1, name) in enumerate(t.boxes):
+        if name == "RBC":
+            if labels is None:
+                labels = M.label_field(rgb, t.diameter)
+                slices = ndi.find_objects(labels)
+            others = np.delete(centres, i, axis=0)
+            ex = M.pick_cell(labels, tuple(centres[i]), t.diameter, other_points=others, slices=slices)
+            if ex.ok and ex.window is not None:
+                ys, xs = np.nonzero(ex.mask)
+                oy, ox = ex.window[0].start, ex.window[1].start
+                if box_iou((oy + ys.min(), ox + xs.min(), oy + ys.max() + 1, ox + xs.max() + 1), (y0, x0, y1, x1)) < 0.5:
+                    ex = M.reject(M.RejectReason.BOX)
+            res.crops.append(_crop_from(i, int(BloodClass.HEALTHY_RBC), rgb, ex, t.diameter))
+        elif name == "Platelets":
+            bh, bw = y1 - y0, x1 - x0
+            pad = int(max(bh, bw) * 0.5) + 2
+            cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+            crop = rgb[cy0:cy1, cx0:cx1]
+            pt = ((y0 + y1) / 2 - cy0, (x0 + x1) / 2 - cx0)
+            ex = M.extract_platelet(crop, t.diameter, point=pt)
+            res.crops.append(_crop_from(i, int(BloodClass.THROMBOCYTE), crop, ex, t.diameter))
+
+
+def _extract_clump(rgb: np.ndarray, diameter: float) -> M.Extraction:
+    """A platelet clump without a mask: purple objects near the centre merged and closed."""
+    from skimage import filters, morphology
+
+    f = filters.gaussian(rgb.astype(float) / 255, sigma=1, channel_axis=-1)
+    purple = M.nuclear_mask(f, min_size=3, floor=0.06)
+    if not purple.any():
+        return M.reject(M.RejectReason.EMPTY)
+    r = max(2, int(0.15 * diameter))
+    merged = morphology.closing(ndi.binary_dilation(purple, iterations=r), morphology.disk(r))
+    merged = ndi.binary_erosion(merged, iterations=max(1, r - 1))
+    h, w = purple.shape
+    return M.check_mask(merged, point=(h / 2, w / 2), max_border=0.0)
+
+
+# ----------------------------------------------------------------------------- helpers
