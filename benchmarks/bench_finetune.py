@@ -130,7 +130,7 @@ def score_synthetic(model: str | Path | None, dataset) -> dict:
 
 def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
                   work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
-                  log: Callable[[str], None] = print) -> dict:
+                  log: Callable[[str], None] = print, freeze_encoder: bool = True) -> dict:
     """Every k: write its correction pairs, fine-tune, score; the 'before' scores once."""
     t0 = time.time()
     score_fields, corrections = pick_fields(fields, ks, n_score)
@@ -146,7 +146,7 @@ def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | N
         pairs_dir = write_pairs(pairs, work / f"k{k}" / "pairs")
         log(f"k={k}: {len(pairs)} correction fields, fine-tuning {minutes} min")
         rep = fine_tune(init, pairs_dir, work / f"k{k}" / "run", minutes, synth_dir=synth or PROCEDURAL, holdout=0,
-                        device="cpu", overwrite=True)
+                        device="cpu", overwrite=True, freeze_encoder=freeze_encoder)
         ckpt = rep["checkpoint"]
         run = {"source": source, "k": k, "minutes": minutes, "fields": sorted(pairs), "before": before,
                "after": score_real(ckpt, score_fields, score_pairs, source),
@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"'{PROCEDURAL}' or a missing folder: rendered tiles for both (default: %(default)s)")
     ap.add_argument("--synth-tiles", type=int, default=100, help="synthetic test tiles scored, evenly spread; 0 = all (default: %(default)s)")
     ap.add_argument("--model", default=None, help="checkpoint to start from (default: the shipped model)")
+    ap.add_argument("--train-encoder", action="store_true", help="adapt the encoder too (default: decoder only, "
+                    "as bloodseg train --minutes does)")
     ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     ap.add_argument("--work", default=None, help="folder for pairs and runs (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         res = run_benchmark(fields, args.source, args.model, args.k, args.minutes, work, synth, args.score_fields,
-                            args.synth_tiles, log=lambda s: print(s, flush=True))
+                            args.synth_tiles, log=lambda s: print(s, flush=True), freeze_encoder=not args.train_encoder)
     if not args.work:
         for r in res["runs"]:
             r["checkpoint"] = None  # gone with the temporary folder

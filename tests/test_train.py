@@ -240,3 +240,26 @@ def test_train_streams_tiles_from_a_bank(tmp_path, capsys):
     bank2 = write_bank(tmp_path / "bank2", skip=tuple((c, "val") for c in range(1, 10)))
     assert main(["train", "--data", str(bank2), "--out", str(tmp_path / "r2")]) == 2
     assert "no val-split samples" in capsys.readouterr().err
+
+
+def test_freeze_encoder_trains_the_decoder_only_and_keeps_the_size_model(tmp_path, tiny_sets):
+    from napari_bloodseg.checkpoint import ModelInfo, load_checkpoint, save_checkpoint
+    from napari_bloodseg.model import UNet
+    from napari_bloodseg.scalehead import fit_head
+
+    tr, va = tiny_sets
+    rng = np.random.default_rng(0)
+    head = fit_head(rng.normal(size=(64, 8)), rng.uniform(-1, 1, 64), hidden=4, epochs=2)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "init.safetensors", UNet(width=2), ModelInfo(width=2, scale_head=head))
+    init, _ = load_checkpoint(tmp_path / "init.safetensors")
+    for freeze, run in ((True, "frozen"), (False, "free")):
+        cfg = TrainConfig(epochs=1, batch_size=4, width=2, device="cpu", lr=1e-2, init=str(tmp_path / "init.safetensors"),
+                          freeze_encoder=freeze)
+        train(tr, va, tmp_path / run, cfg)
+        model, info = load_checkpoint(tmp_path / run / "last.safetensors")
+        before, after = init.state_dict(), model.state_dict()
+        enc_same = all(torch.equal(before[k], after[k]) for k in before if k.startswith("down."))
+        dec_same = all(torch.equal(before[k], after[k]) for k in before if k.startswith(("up", "head")))
+        assert enc_same == freeze and not dec_same, run
+        assert (info.scale_head is not None) == freeze, run  # the size model stays valid only on the same encoder

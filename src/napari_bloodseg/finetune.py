@@ -202,12 +202,14 @@ def fine_tune(
     overwrite: bool = False,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    freeze_encoder: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune ``init`` (None: the shipped model) on the corrected pairs of ``pairs_dir`` for at
     most ``minutes`` of wall-clock time (preparation included; at least one step), ``mix_fraction``
     of each batch drawn from ``synth_dir`` (see :func:`synth_dataset`), holding out ``holdout``
     pairs (see :func:`split_holdout`) scored before and after. Writes ``out_dir/fine_tuned.
-    safetensors`` and ``out_dir/fine_tune.json``; returns that report. ``on_progress`` receives
+    safetensors`` and ``out_dir/fine_tune.json``; returns that report. ``freeze_encoder``: only the
+    decoder learns, so the checkpoint keeps the size model of ``init`` (automatic scale unchanged). ``on_progress`` receives
     train()'s events plus {"kind": "phase", "text"}; ``should_stop`` ends training early."""
     from .checkpoint import (
         DEFAULT_MODEL,
@@ -260,13 +262,14 @@ def fine_tune(
     _, init_info = load_checkpoint(init_path)
     weights = init_info.training.get("class_weights")  # the loss balance the model was trained with
     cfg = _TimedConfig(epochs=10**6, batch_size=batch_size, lr=lr, lr_late=lr / 5, device=device, seed=seed,
-                       init=str(init_path), precision="fp32", freeze_bn=True,
+                       init=str(init_path), precision="fp32", freeze_bn=True, freeze_encoder=freeze_encoder,
                        class_weights=tuple(weights) if weights and len(weights) == NUM_CLASSES else None,
                        drop_time=t_train + 0.7 * max(0.0, deadline - t_train))
     state = train(train_set, ConcatDataset(val_parts), out / TRAIN_SUBDIR, cfg, on_progress=progress, should_stop=stop)
     seconds_training = time.time() - t_train
     info = init_info
-    info.scale_head = None  # the size model reads the old encoder: dropped (automatic scale falls back)
+    if not freeze_encoder:
+        info.scale_head = None  # the size model reads the old encoder: dropped (automatic scale falls back)
     info.training = {"fine_tuned_from": str(init_path), "fine_tune": {
         "pairs": [p[0].name for p in train_pairs], "held_out": [p[0].name for p in held], "steps": steps["n"],
         "batch_size": batch_size, "lr": lr, "mix_fraction": mix_fraction if synth is not None else 0.0,

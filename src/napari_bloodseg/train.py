@@ -211,6 +211,7 @@ class TrainConfig:
     init: str | None = None  # checkpoint to start from (fine-tuning); None = random init
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, AMP on CUDA; else fp32
     freeze_bn: bool = False  # batch norms keep their running statistics (fine-tuning with small batches)
+    freeze_encoder: bool = False  # only the decoder learns: the encoder's features (and the size model) stay
     class_weights: tuple[float, ...] | None = None  # loss weights per class; None: from the training set
 
     def lr_at(self, epoch: int) -> float:
@@ -309,7 +310,8 @@ def train(
         if config.init:
             model, info = load_checkpoint(config.init)
             info.training = {"fine_tuned_from": str(config.init)}
-            info.scale_head = None  # fitted to the encoder before training: refit with scripts/fit_scale_head.py
+            if not config.freeze_encoder:
+                info.scale_head = None  # fitted to the encoder before training: refit with scripts/fit_scale_head.py
         else:
             mean, std = dataset_stats(train_set)
             model, info = UNet(width=config.width), ModelInfo(width=config.width, mean=mean, std=std)
@@ -320,6 +322,8 @@ def train(
         else:
             weights = class_weights(class_pixel_counts(train_set))
     model = model.to(device)
+    if config.freeze_encoder:
+        model.down.requires_grad_(False)
     cuda = device.type == "cuda"
     if cuda:  # fixed tile size: let cuDNN pick its fastest kernels; NHWC suits tensor cores
         torch.backends.cudnn.benchmark = True
@@ -332,7 +336,7 @@ def train(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast_dtype = training_autocast_dtype(device, config.precision)
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr_at(state.epoch))
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr_at(state.epoch))
     if resume and state_path.is_file():
         opt.load_state_dict(saved["optimizer"])
     loss_fn = PartialCrossEntropy(weights).to(device)
@@ -359,8 +363,8 @@ def train(
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
-        if config.freeze_bn:
-            for m in model.modules():
+        if config.freeze_bn or config.freeze_encoder:
+            for m in (model if config.freeze_bn else model.down).modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         # running sums stay on the device: no host sync per batch unless progress is reported

@@ -50,7 +50,8 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
         given = {k: v for k, v in (("mix_fraction", args.mix_fraction), ("holdout", args.holdout),
                                    ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
         report = fine_tune(args.init, args.data, args.out, args.minutes, synth_dir=args.mix_synth or SYNTH_PROCEDURAL,
-                           device=args.device, seed=args.seed, overwrite=args.overwrite, on_progress=progress, **given)
+                           device=args.device, seed=args.seed, overwrite=args.overwrite, on_progress=progress,
+                           freeze_encoder=not args.train_encoder, **given)
     except (ValueError, FileExistsError, OSError) as e:
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
@@ -195,6 +196,9 @@ def add_parser(sub) -> None:
                    help="corrected fields held out of training and scored before and after (pixel accuracy and "
                    "WBC Dice on labelled pixels): the val/ pairs if any, else the last N by name; 0 = none "
                    "(default: 1)")
+    f.add_argument("--train-encoder", action="store_true",
+                   help="with --minutes: adapt the encoder too; the checkpoint then loses the size model behind the "
+                   "automatic RBC diameter (default: decoder only, the size model stays valid)")
     f.add_argument("--overwrite", action="store_true",
                    help="replace the checkpoint already in --out (never allowed for the package's models/ folder) "
                    "(default: refuse)")
