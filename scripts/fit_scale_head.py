@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_bloodseg.augment import appearance
-from napari_bloodseg.autoscale import _window
+from napari_bloodseg.autoscale import _pad_batch, _window
 from napari_bloodseg.infer import Segmenter
 from napari_bloodseg.realfields import TRAINABLE, default_data_dir, read_fields
 from napari_bloodseg.scalehead import ensemble, fit_head, window_features
@@ -89,14 +89,11 @@ def main() -> None:
                 win = _window(rgb, d, train_d, tile)
                 if rng.random() < 0.5:
                     win = appearance(win, np.ones(win.shape[:2], np.uint8), rng)
-                h, w = win.shape[:2]
-                if (h, w) != (tile, tile):
-                    win = np.pad(win, ((0, tile - h), (0, tile - w), (0, 0)), mode="reflect")
                 wins.append(win)
                 ulist.append(u)
             if not wins:
                 continue
-            _, f = window_features(seg, np.stack(wins))
+            _, f = window_features(seg, _pad_batch(wins, tile))
             feats.append(f)
             us += ulist
             groups += [group] * len(ulist)

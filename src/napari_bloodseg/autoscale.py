@@ -48,33 +48,25 @@ def _window(rgb: np.ndarray, d: float, train_d: float, tile: int) -> np.ndarray:
     return _resize_uint8(crop, nh, nw, smooth=True)
 
 
-def _blobs(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[np.ndarray, np.ndarray]:
-    """(widest inscribed disc, area) of each RBC-class blob of a plausible size, in model px."""
+def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[float | None, int]:
+    """(median RBC diameter in model px, blobs measured) from the widest inscribed disc of each
+    RBC-class blob of a plausible size; None when fewer than MIN_CELLS."""
     lab = labels[: valid[0], : valid[1]]
     rbc = np.isin(lab, [int(c) for c in RBC_CLASSES])
     if not rbc.any():
-        return np.zeros(0), np.zeros(0)
+        return None, 0
     comp, n = ndi.label(rbc)
     dist = ndi.distance_transform_edt(np.pad(rbc, 1))[1:-1, 1:-1]
     widths = 2 * np.asarray(ndi.maximum(dist, comp, index=np.arange(1, n + 1)))
     areas = np.bincount(comp.ravel())[1:]
     keep = (areas >= 0.15 * math.pi * (train_d / 2) ** 2) & (widths >= 0.3 * train_d)
-    return widths[keep], areas[keep]
-
-
-def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[float | None, int]:
-    """(median RBC diameter in model px, blobs measured) from the widest inscribed disc of each
-    RBC-class blob of a plausible size; None when fewer than MIN_CELLS."""
-    return _median_width(*_blobs(labels, valid, train_d))
-
-
-def _median_width(widths: np.ndarray, areas: np.ndarray) -> tuple[float | None, int]:
-    if len(widths) < MIN_CELLS:
-        return None, len(widths)
+    if keep.sum() < MIN_CELLS:
+        return None, int(keep.sum())
     # area-weighted median: fragments barely count
-    order = np.argsort(widths)
-    cum = np.cumsum(areas[order])
-    return float(widths[order][np.searchsorted(cum, cum[-1] / 2)]), len(widths)
+    w, a = widths[keep], areas[keep]
+    order = np.argsort(w)
+    cum = np.cumsum(a[order])
+    return float(w[order][np.searchsorted(cum, cum[-1] / 2)]), int(keep.sum())
 
 
 HEAD_CANDIDATES = tuple(round(9 * 2.0**k, 1) for k in range(6))  # 9 … 288 px, a factor 2 apart

@@ -415,14 +415,22 @@ class Segmenter:
     @torch.inference_mode()
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) uint8 → (N, C, h, w) float32 softmax probabilities."""
+        with self.autocast():
+            probs = predict_probs(self.model, self.network_input(tiles), self.tta)  # the same TTA code for every backend
+        return probs.cpu().numpy()
+
+    def network_input(self, tiles: np.ndarray) -> torch.Tensor:
+        """(N, h, w, 3) uint8 → the normalised (N, 3, h, w) float tensor the network takes, on the device."""
         x = torch.from_numpy(tiles).to(self.device).permute(0, 3, 1, 2).float().div_(255)
         x = (x - self._mean) / self._std
-        on_torch = self.backend is Backend.TORCH
-        if on_torch and self.fast:
+        if self.backend is Backend.TORCH and self.fast:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=on_torch and self.dtype != torch.float32):
-            probs = predict_probs(self.model, x, self.tta)  # the same TTA code for every backend
-        return probs.cpu().numpy()
+        return x
+
+    def autocast(self):
+        """The autocast context of this segmenter's precision (torch backend only)."""
+        on = self.backend is Backend.TORCH and self.dtype != torch.float32
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=on)
 
     def count_tiles(self, height: int, width: int) -> int:
         """Tiles an image of this size (at model scale) is cut into."""

@@ -128,15 +128,8 @@ def _feature_net(segmenter):
 def window_features(segmenter, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (N, C, h, w), features (N, F)) of uint8 tiles (N, h, w, 3), one plain pass
     (no test-time augmentation) on the segmenter's backend."""
-    from .infer import Backend
-
     net = _feature_net(segmenter)
-    x = torch.from_numpy(tiles).to(segmenter.device).permute(0, 3, 1, 2).float().div_(255)
-    x = (x - segmenter._mean.to(segmenter.device)) / segmenter._std.to(segmenter.device)
-    on_torch = segmenter.backend is Backend.TORCH
-    if on_torch and segmenter.fast:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(segmenter.device.type, dtype=segmenter.dtype, enabled=on_torch and segmenter.dtype != torch.float32):
-        logits, feats = net(x)
+    with segmenter.autocast():
+        logits, feats = net(segmenter.network_input(tiles))
     probs = torch.softmax(logits.float(), dim=1)
     return probs.cpu().numpy(), feats.float().cpu().numpy()

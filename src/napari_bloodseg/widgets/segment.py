@@ -156,22 +156,23 @@ class SegmentWidget(WorkerDock, Container):
                            "or choose backend 'auto' or 'torch'.")
                 return
         diameter = None if self._auto_d.value else float(self._diameter.value)
-        self._file_scale = None
+        file_scale = None
         if diameter is None:  # the pixel size the image file stores beats any estimate
             from ..io import RBC_MICRONS, read_pixel_size
 
             um = read_pixel_size(layer.source.path) if layer.source.path else None
             if um is not None:
-                diameter, self._file_scale = RBC_MICRONS / um, f"pixel size {um:g} µm (file)"
-        self._start(layer, image, model, diameter)
+                diameter, file_scale = RBC_MICRONS / um, f"pixel size {um:g} µm (file)"
+        self._start(layer, image, model, diameter, file_scale)
 
-    def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None) -> None:
+    def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None,
+               scale_method: str | None = None) -> None:
         worker = _segment_worker(image, model, self._device.value, diameter, self._tta.value, self._scale_method.value,
                                  self._backend.value)
         worker.aborted.connect(self._on_aborted)
         self._cancelling = False
         self._launch(worker, progress(total=0, desc=f"Segmenting {layer.name}"), "segmenting…",
-                     self._on_progress, lambda result: self._on_result(layer, result))
+                     self._on_progress, lambda result: self._on_result(layer, result, scale_method))
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -189,9 +190,9 @@ class SegmentWidget(WorkerDock, Container):
         show_progress(self._pbar, done, total)
         self._status.value = f"tile {done}/{total}"
 
-    def _on_result(self, layer: Image, result) -> None:
-        if getattr(self, "_file_scale", None):
-            result.rbc_scale_method = self._file_scale
+    def _on_result(self, layer: Image, result, scale_method: str | None = None) -> None:
+        if scale_method:  # how a given diameter was found (e.g. the file's pixel size)
+            result.rbc_scale_method = scale_method
         name = f"{layer.name} classes"
         self._viewer.add_labels(
             result.labels,
