@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate before the drop")
     ap.add_argument("--lr-late", type=float, default=1e-4, help="learning rate after the drop")
     ap.add_argument("--drop-at", type=float, default=0.6, help="with --minutes: fraction of the budget at --lr, the rest at --lr-late")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="with --init: only the decoder learns, so the size model in the checkpoint stays valid")
     args = ap.parse_args()
     t0 = time.time()
     from torch.utils.data import ConcatDataset, Subset
@@ -117,7 +119,7 @@ def main() -> None:
             print(f"  epoch {ev['epoch'] + 1} step {ev['step']}/{ev['steps']} loss {ev['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
     cfg = BudgetConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device=args.device,
-                       init=args.init, lr=args.lr, lr_late=args.lr_late, lr_drop_epoch=args.lr_drop_epoch, workers=args.workers,
+                       init=args.init, lr=args.lr, lr_late=args.lr_late, lr_drop_epoch=args.lr_drop_epoch, workers=args.workers, freeze_encoder=args.freeze_encoder,
                        drop_time=t_start + 60 * args.minutes * args.drop_at if args.minutes else 0.0)
     state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log,
                   should_stop=(lambda: time.time() > deadline) if deadline else None)

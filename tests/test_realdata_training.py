@@ -127,6 +127,33 @@ def test_labels_derived_from_boxes_agree_with_the_truth():
     assert not np.isin(s.mask[np.isin(lab, [NOT_WBC, BloodClass.HEALTHY_RBC])], WBC_IDS).any()
 
 
+def test_glass_enclosed_by_pale_rims_is_background_and_rim_centres_are_cells():
+    """Pale RBCs show only their dark rims: the centre of a rim is the cell, but the glass that a
+    ring of touching cells encloses is glass (filling every hole taught the model to call it RBC)."""
+    from skimage.draw import disk
+
+    d, size = 36.0, 400
+    img = np.full((size, size, 3), (225, 215, 225), np.uint8)  # pinkish glass
+    truth = np.zeros((size, size), np.uint8)
+    centre = np.array([200, 200])
+    ring = [centre + np.round(56 * np.array([np.sin(a), np.cos(a)])).astype(int) for a in np.linspace(0, 2 * np.pi, 11)[:-1]]
+    for c in ring:  # ten touching cells round a pocket of glass over two RBCs wide
+        truth[disk(tuple(c), d / 2, shape=truth.shape)] = 1
+        rim = np.zeros_like(truth, bool)
+        rim[disk(tuple(c), d / 2, shape=truth.shape)] = True
+        rim[disk(tuple(c), d / 2 - 6, shape=truth.shape)] = False
+        img[rim] = (150, 120, 150)  # the rim
+    lab = derive_labels(img, [], [], d)
+    pocket = np.zeros_like(truth, bool)
+    pocket[disk((200, 200), 20, shape=truth.shape)] = True
+    assert (lab[pocket] == BloodClass.BACKGROUND).mean() > 0.8
+    centres = np.zeros_like(pocket)
+    for c in ring:
+        centres[disk(tuple(c), 8, shape=truth.shape)] = True
+    assert (lab[centres] == BloodClass.HEALTHY_RBC).mean() > 0.8
+    assert (lab[truth == 0] == BloodClass.HEALTHY_RBC).mean() < 0.02
+
+
 # ----------------------------------------------------------------------------- real sources
 def test_real_field_splits_never_mix(shared_data):
     from napari_bloodseg.bank.store import assign_split

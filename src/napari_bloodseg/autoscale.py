@@ -1,9 +1,11 @@
 """Automatic scale from the network itself (after Cellpose's size model + refinement pass).
 
 With a size model in the checkpoint (scalehead.py): each candidate window's features give an
-estimate of the RBC diameter, and the estimates of candidates near the training size count most; a
-second pass at that scale refines it by the RBCs the network measures, when they agree (±35 %).
-Without one, the older rule below applies.
+estimate of the RBC diameter, and the answer is their weighted median, candidates near the training
+size counting most (a median, so one misread window cannot drag it). A second pass at that scale
+measures the RBCs the network finds and moves the estimate half-way to that measurement when there
+are at least REFINE_MIN_CELLS of them and they agree (±35 %); a second pass follows when the first
+moved it by more than 10 %. Without a size model, the older rule below applies.
 
 The model knows healthy RBCs at one size (36 px) and, trained with zoom jitter, still finds them
 when they are a third larger or smaller. So: look at one window of the image at a few candidate
@@ -70,7 +72,9 @@ def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tupl
 
 
 HEAD_CANDIDATES = tuple(round(9 * 2.0**k, 1) for k in range(6))  # 9 … 288 px, a factor 2 apart
-HEAD_SIGMA = 0.5  # how fast a candidate's weight falls with its predicted distance u from the training size
+REFINE_PASSES = 2  # a second pass only when the first moved the estimate by more than 10 %
+REFINE_MIN_CELLS = 8  # RBC blobs the refinement needs (WBC-centred crops have fewer: the size model decides)
+HEAD_SIGMA = 1.2  # how fast a candidate's weight falls with its predicted distance u from the training size
 
 
 def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] | None = None) -> ScaleResult | None:
@@ -117,14 +121,23 @@ def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) 
     _, feats = window_features(segmenter, _pad_batch(wins, tile))
     u = head.predict(feats)
     logd = np.log(cands) + u
+    # weighted median: one candidate the head misreads (a window of glass, a tiny window) cannot
+    # drag the estimate, and those nearer the training size count more
     wts = np.exp(-0.5 * (u / HEAD_SIGMA) ** 2) + 1e-6
-    d1 = float(np.exp((wts * logd).sum() / wts.sum()))
-    # refine at that scale by the RBCs the network finds there, near its training size
-    win = _window(rgb, d1, train_d, tile)
-    m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
-    if m is not None and abs(math.log(m / train_d)) < math.log(1.35):
-        return ScaleResult(d1 * math.sqrt(m / train_d), n, "network")
-    return ScaleResult(d1, n, "network")
+    order = np.argsort(logd)
+    cum = np.cumsum(wts[order])
+    d = float(np.exp(logd[order][np.searchsorted(cum, cum[-1] / 2)]))
+    # refine by the RBCs the network measures at that scale, when there are enough of them to trust
+    # and they agree: exact on clean RBC-rich fields, where the size model alone is off by up to 20 %
+    for _ in range(REFINE_PASSES):
+        win = _window(rgb, d, train_d, tile)
+        m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
+        if m is None or n < REFINE_MIN_CELLS or abs(math.log(m / train_d)) >= math.log(1.35):
+            break
+        d *= math.sqrt(m / train_d)
+        if abs(math.log(m / train_d)) < math.log(1.1):
+            break  # the measurement agrees: no second pass
+    return ScaleResult(d, n, "network")
 
 
 def _pad_batch(windows: list[np.ndarray], t: int) -> np.ndarray:

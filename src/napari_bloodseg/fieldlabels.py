@@ -36,6 +36,22 @@ def optical_density(rgb: np.ndarray, d: float) -> np.ndarray:
     return np.log(np.maximum(glass, f) / f)
 
 
+def _fill_cell_centres(fg: np.ndarray, d: float) -> tuple[np.ndarray, np.ndarray]:
+    """(``fg`` with its cell-centre holes filled, the other holes). A pale RBC shows only its rim, so
+    the hole in it is the cell; a hole larger than one RBC or not round (the glass pocket between
+    touching cells) is glass, which filling every hole would teach to call RBC."""
+    holes = ndi.binary_fill_holes(fg) & ~fg
+    lab = measure.label(holes)
+    cell, unsure = np.zeros_like(fg), np.zeros_like(fg)
+    rbc_area = np.pi * (d / 2) ** 2
+    for r in measure.regionprops(lab):
+        if r.area <= 1.1 * rbc_area and r.solidity >= 0.75:
+            cell[lab == r.label] = True
+        elif r.area < 0.3 * rbc_area:  # a ragged small hole: a cell's centre or a gap, who knows
+            unsure[lab == r.label] = True
+    return fg | cell, holes & ~cell & ~unsure
+
+
 def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = TRAIN_RBC_DIAMETER) -> np.ndarray:
     """Partial class map of an RGB field at RBC diameter ``d`` px with its WBC boxes (see module doc)."""
     h, w = rgb.shape[:2]
@@ -49,9 +65,10 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     except ValueError:
         return out
     fg = morphology.opening((total > t) & valid, morphology.disk(2))
-    fg = ndi.binary_fill_holes(fg)
-    # glass only where clearly clear: pale cells lie between glass and the threshold (left unlabelled)
-    glass = ndi.binary_erosion((total < 0.45 * t) & ~fg & valid, iterations=max(2, int(0.08 * d)))
+    fg, enclosed = _fill_cell_centres(fg, d)
+    # glass only where clearly clear: pale cells lie between glass and the threshold (left unlabelled);
+    # glass enclosed by a ring of touching cells is glass too, however pale the field
+    glass = ndi.binary_erosion(((total < 0.45 * t) & ~fg | enclosed) & valid, iterations=max(2, int(0.08 * d)))
     out[glass | ndi.binary_erosion(dark, iterations=3)] = BloodClass.BACKGROUND
     # nuclei and platelet granules absorb red; RBCs hardly do
     red = od[..., 0]
