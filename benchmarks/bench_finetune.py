@@ -6,13 +6,22 @@ learned (issue 13).
 
 For ``--source`` (held-out fields only: slides never trained on) a fixed, WBC-type-stratified set of
 scoring fields is set aside; from the remaining fields k are taken as the user's corrections (their
-box-derived partial labels, napari_bloodseg.fieldlabels, unlabelled pixels ignored), the model is
+derived partial labels, napari_bloodseg.fieldlabels.field_pair, unlabelled pixels ignored), the model is
 fine-tuned on them for ``--minutes`` of wall clock (napari_bloodseg.finetune, synthesized tiles
 mixed in), and the scoring fields are scored before and after: the real-field metrics at given
 scale (napari_bloodseg.realmetrics) plus pixel accuracy and WBC Dice on the derived labels; the
 synthetic test split is scored before and after for forgetting. Writes
 ``{"runs": [{"source", "k", "minutes", "before", "after", "synthetic_before", "synthetic_after", ...}]}``.
 Scoring and correction fields are disjoint but may share slides (one lab's slides, as for a user).
+
+Sources: ``wbc_rpi`` (held-out slides; the model trained on other slides of that lab) labels from
+WBC boxes: the WBC the bank's extraction finds in a box → the box's type. ``zheng2`` (Zheng et al.
+Dataset 2, another lab and camera, evaluation only: never in any training set) has an expert WBC
+mask and type per field, so a correction is what a user who corrects a field draws: the true WBC
+mask with its type (its one-pixel edge ignored), the obvious glass and RBCs around it derived as for
+wbc_rpi, the rest of the WBC's box and anything unsure ignored; scoring adds the true-mask WBC Dice
+at the field's own size. Zheng2's 3 basophil fields all go to scoring when ``--score-fields`` ≥ 15
+(stratified), so its corrections teach no basophil.
 """
 
 from __future__ import annotations
@@ -164,7 +173,8 @@ def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="JSON file to write")
-    ap.add_argument("--source", default="wbc_rpi", help="real source whose held-out fields are used (default: %(default)s)")
+    ap.add_argument("--source", default="wbc_rpi", help="real source whose held-out fields are used: wbc_rpi (WBC "
+                    "boxes) or a WBC-mask source such as zheng2 (default: %(default)s)")
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20], help="corrected fields per run (default: 5 10 20)")
     ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock fine-tuning budget per run (default: %(default)s)")
     ap.add_argument("--score-fields", type=int, default=20, help="held-out fields scored before/after (default: %(default)s)")

@@ -190,3 +190,57 @@ def test_bench_finetune_bookkeeping(tmp_path, tiny_checkpoint, monkeypatch):
         assert again == r["after"] and r["after"]["n"] == len(scored)
         assert bench.score_synthetic(r["checkpoint"], bench.synthetic_test_set(str(synth), 2)) == r["synthetic_after"]
     assert res["runs"][0]["checkpoint"] != res["runs"][1]["checkpoint"]
+
+
+def _mask_fields(tmp_path: Path, n: int) -> list:
+    """Rendered fields posing as Zheng DS2 fields: one WBC each with its expert mask (255 on the
+    cell) and type, RBC 72 px (twice the training scale)."""
+    from napari_bloodseg.realfields import RealField
+
+    types = [BloodClass.NEUTROPHIL, BloodClass.LYMPHOCYTE, BloodClass.MONOCYTE]
+    out = []
+    for i in range(n):
+        t = types[i % len(types)]
+        s = render_smear((288, 288), counts={int(t): 1}, seed=100 + i, rbc_diameter=72.0)
+        path = write_png(tmp_path / "zheng" / f"{i:03d}.png", s.image)
+        mask = write_png(tmp_path / "zheng" / f"{i:03d}_mask.png", np.where(s.mask == int(t), 255, 0).astype(np.uint8))
+        out.append(RealField("zheng2", f"{i:03d}", path, f"zheng2:{i:03d}", "test", mask_path=mask,
+                             wbc_type=int(t), rbc_diameter=72.0))
+    return out
+
+
+def test_field_pair_of_a_mask_field_is_the_true_wbc_and_derived_labels_elsewhere(tmp_path):
+    from scipy import ndimage as ndi
+
+    from napari_bloodseg.fieldlabels import field_pair
+    from napari_bloodseg.infer import _resize_uint8
+
+    f = _mask_fields(tmp_path, 1)[0]
+    rgb, labels = field_pair(f)
+    assert rgb.shape == (144, 144, 3) and labels.shape == (144, 144)  # rescaled to RBC 36 px
+    true = _resize_uint8(f.wbc_mask().astype(np.uint8) * 255, 144, 144, smooth=True) > 127
+    wbc = labels == f.wbc_type
+    assert wbc.any() and not (wbc & ~true).any() and wbc.sum() >= 0.6 * true.sum()  # the mask, edge left out
+    assert not np.isin(labels, [SOME_WBC, *(int(c) for c in BloodClass if c != f.wbc_type and 1 <= c <= 5)]).any()
+    assert (labels[ndi.binary_dilation(true) & ~ndi.binary_erosion(true)] == IGNORE_INDEX).all()
+    outside = labels[~ndi.binary_dilation(true, iterations=30)]
+    assert np.isin(outside, [BloodClass.BACKGROUND, BloodClass.HEALTHY_RBC]).mean() > 0.3  # glass / RBCs derived
+
+
+def test_bench_finetune_on_a_mask_source(tmp_path, tiny_checkpoint, monkeypatch):
+    """--source zheng2: corrections and scoring from expert WBC masks; true-mask WBC Dice scored."""
+    bench = _bench()
+    fields = _mask_fields(tmp_path, 5)
+    monkeypatch.setattr(bench, "heldout_fields", lambda source, data=None: fields)
+    out = tmp_path / "finetune.json"
+    argv = ["--out", str(out), "--source", "zheng2", "--k", "2", "--minutes", "0.02", "--score-fields", "3",
+            "--synth", "procedural", "--synth-tiles", "2", "--model", str(tiny_checkpoint)]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    (r,) = res["runs"]
+    assert res["source"] == r["source"] == "zheng2" and r["steps"] >= 1 and len(r["fields"]) == 2
+    assert len(res["scoring_fields"]) == 3 and not set(res["scoring_fields"]) & set(r["fields"])
+    for scores in (r["before"], r["after"]):
+        assert scores["n"] == 3 and {"wbc_dice", "wbc_type_balanced_acc", "labelled_pixel_accuracy",
+                                     "labelled_wbc_dice"} <= set(scores)
+        assert "wbc_found" not in scores  # a mask source: no boxes to match

@@ -7,6 +7,10 @@ annotations are boxes or points, so the label map is partial:
 - inside a WBC box, the WBC extracted by the bank's own mask extraction → its type, or
   ``SOME_WBC`` when the source gives no type; the rest of the box → ignore;
 - cell edges and anything unsure → ignore (255).
+A field with an expert WBC mask (Zheng, BCCD WBC masks) takes the mask instead: the mask's box is
+the WBC box, the mask (one pixel in from its edge) is the field's WBC type, its edge and the rest
+of the box are ignored, and the labels outside the box are derived as above (what a user's
+correction of a field would hold: the WBC drawn, the rest the obvious glass and RBCs).
 The field is first rescaled to the training scale (healthy RBC 36 px) from its truth diameter.
 """
 
@@ -52,16 +56,23 @@ def _fill_cell_centres(fg: np.ndarray, d: float) -> tuple[np.ndarray, np.ndarray
     return fg | cell, holes & ~cell & ~unsure
 
 
-def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = TRAIN_RBC_DIAMETER) -> np.ndarray:
-    """Partial class map of an RGB field at RBC diameter ``d`` px with its WBC boxes (see module doc)."""
+def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = TRAIN_RBC_DIAMETER,
+                  threshold_outside_boxes: bool = False) -> np.ndarray:
+    """Partial class map of an RGB field at RBC diameter ``d`` px with its WBC boxes (see module doc).
+    ``threshold_outside_boxes``: the cell/glass threshold from the pixels outside the WBC boxes only
+    (for fields a WBC fills a good part of, where it would otherwise split WBC from RBCs)."""
     h, w = rgb.shape[:2]
     out = np.full((h, w), IGNORE_INDEX, np.uint8)
     dark = rgb.max(-1) < 35  # eyepiece vignette and black frame: neither glass nor cells
     od = optical_density(rgb, d)
     total = od.sum(-1)
     valid = ~ndi.binary_dilation(dark, iterations=3)
+    in_box = np.zeros((h, w), bool)
+    for r0, c0, r1, c1 in wbc_boxes:
+        m = 0.35 * d  # boxes are drawn loosely
+        in_box[max(0, int(r0 - m)) : int(np.ceil(r1 + m)), max(0, int(c0 - m)) : int(np.ceil(c1 + m))] = True
     try:
-        t = max(0.12, float(filters.threshold_otsu(total[valid])))
+        t = max(0.12, float(filters.threshold_otsu(total[valid & ~in_box] if threshold_outside_boxes else total[valid])))
     except ValueError:
         return out
     fg = morphology.opening((total > t) & valid, morphology.disk(2))
@@ -76,10 +87,6 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     purple = morphology.remove_small_objects(purple, max_size=3)
     rbc_area = np.pi * (d / 2) ** 2
     inner = ndi.binary_erosion(fg, iterations=max(1, int(0.06 * d)))
-    in_box = np.zeros((h, w), bool)
-    for r0, c0, r1, c1 in wbc_boxes:
-        m = 0.35 * d  # boxes are drawn loosely
-        in_box[max(0, int(r0 - m)) : int(np.ceil(r1 + m)), max(0, int(c0 - m)) : int(np.ceil(c1 + m))] = True
     lb = measure.label(fg & ~in_box)
     for r in measure.regionprops(lb):
         rr, cc = r.coords[:, 0], r.coords[:, 1]
@@ -110,16 +117,31 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
 
 
 def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB, partial class map) of a real field rescaled to RBC diameter ``d``."""
+    """(RGB, partial class map) of a real field rescaled to RBC diameter ``d`` (see module doc)."""
     if not field.rbc_diameter:
         raise ValueError(f"{field.source}:{field.name} has no RBC diameter to rescale by")
+    from .infer import _resize_uint8
+
     rgb = field.image()
     s = d / field.rbc_diameter
     h, w = rgb.shape[:2]
     nh, nw = max(8, round(h * s)), max(8, round(w * s))
     if (nh, nw) != (h, w):
-        from .infer import _resize_uint8
-
         rgb = _resize_uint8(rgb, nh, nw, smooth=True)
     boxes = [tuple(v * s for v in b) for b in field.wbc_boxes]
-    return rgb, derive_labels(rgb, boxes, field.wbc_types, d)
+    true = field.wbc_mask()
+    if true is None:
+        return rgb, derive_labels(rgb, boxes, field.wbc_types, d)
+    if true.shape != (nh, nw):
+        true = _resize_uint8(true.astype(np.uint8) * 255, nh, nw, smooth=True) > 127
+    if not true.any():
+        raise ValueError(f"{field.source}:{field.name}: its WBC mask is empty")
+    rows, cols = np.nonzero(true)
+    box = (float(rows.min()), float(cols.min()), float(rows.max() + 1), float(cols.max() + 1))
+    out = derive_labels(rgb, [*boxes, box], [*field.wbc_types, None], d, threshold_outside_boxes=True)
+    m = 0.35 * d  # derive_labels' box margin: the WBC it extracted there is replaced by the mask
+    region = out[max(0, int(box[0] - m)) : int(np.ceil(box[2] + m)), max(0, int(box[1] - m)) : int(np.ceil(box[3] + m))]
+    region[region == SOME_WBC] = IGNORE_INDEX
+    out[ndi.binary_dilation(true, iterations=1)] = IGNORE_INDEX
+    out[ndi.binary_erosion(true, iterations=1)] = SOME_WBC if field.wbc_type is None else int(field.wbc_type)
+    return rgb, out
