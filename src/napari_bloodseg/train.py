@@ -303,7 +303,7 @@ def train(
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
         state = TrainState(**json.loads(saved["state"]))
         weights = saved["class_weights"]
-        config = TrainConfig(**{**asdict(config), **json.loads(saved["config"]), "epochs": config.epochs})
+        config = type(config)(**{**asdict(config), **json.loads(saved["config"]), "epochs": config.epochs})
     else:
         if any(out.glob("*.safetensors")) and not resume:
             raise FileExistsError(f"{out} already holds a training run; use resume or another folder")
