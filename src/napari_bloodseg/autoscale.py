@@ -132,10 +132,13 @@ def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) 
     for _ in range(REFINE_PASSES):
         win = _window(rgb, d, train_d, tile)
         m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
-        if m is None or n < REFINE_MIN_CELLS or abs(math.log(m / train_d)) >= math.log(1.35):
+        if m is None or n < REFINE_MIN_CELLS:
+            break
+        off = abs(math.log(m / train_d))
+        if off >= math.log(1.35):
             break
         d *= math.sqrt(m / train_d)
-        if abs(math.log(m / train_d)) < math.log(1.1):
+        if off < math.log(1.1):
             break  # the measurement agrees: no second pass
     return ScaleResult(d, n, "network")
 

@@ -40,6 +40,17 @@ def optical_density(rgb: np.ndarray, d: float) -> np.ndarray:
     return np.log(np.maximum(glass, f) / f)
 
 
+BOX_MARGIN = 0.35  # x RBC diameter round a WBC box: boxes are drawn loosely
+
+
+def _loose_box(box, d: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) of a WBC box widened by BOX_MARGIN RBC diameters, clipped to ``shape``."""
+    r0, c0, r1, c1 = box
+    m = BOX_MARGIN * d
+    return (max(0, int(r0 - m)), max(0, int(c0 - m)),
+            min(shape[0], int(np.ceil(r1 + m))), min(shape[1], int(np.ceil(c1 + m))))
+
+
 def _fill_cell_centres(fg: np.ndarray, d: float) -> tuple[np.ndarray, np.ndarray]:
     """(``fg`` with its cell-centre holes filled, the other holes). A pale RBC shows only its rim, so
     the hole in it is the cell; a hole larger than one RBC or not round (the glass pocket between
@@ -68,9 +79,9 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     total = od.sum(-1)
     valid = ~ndi.binary_dilation(dark, iterations=3)
     in_box = np.zeros((h, w), bool)
-    for r0, c0, r1, c1 in wbc_boxes:
-        m = 0.35 * d  # boxes are drawn loosely
-        in_box[max(0, int(r0 - m)) : int(np.ceil(r1 + m)), max(0, int(c0 - m)) : int(np.ceil(c1 + m))] = True
+    for box in wbc_boxes:
+        y0, x0, y1, x1 = _loose_box(box, d, (h, w))
+        in_box[y0:y1, x0:x1] = True
     try:
         t = max(0.12, float(filters.threshold_otsu(total[valid & ~in_box] if threshold_outside_boxes else total[valid])))
     except ValueError:
@@ -97,9 +108,7 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     out[ndi.binary_dilation(purple, iterations=2) & ~in_box & (out != BloodClass.BACKGROUND)] = NOT_WBC
     out[in_box] = IGNORE_INDEX
     for (r0, c0, r1, c1), t_ in zip(wbc_boxes, wbc_types):
-        m = 0.35 * d
-        y0, x0 = max(0, int(r0 - m)), max(0, int(c0 - m))
-        y1, x1 = min(h, int(np.ceil(r1 + m))), min(w, int(np.ceil(c1 + m)))
+        y0, x0, y1, x1 = _loose_box((r0, c0, r1, c1), d, (h, w))
         if y1 - y0 < 8 or x1 - x0 < 8:
             continue
         ex = M.extract_wbc(rgb[y0:y1, x0:x1], rbc_diameter=d, max_border=0.3)
@@ -139,8 +148,8 @@ def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndar
     rows, cols = np.nonzero(true)
     box = (float(rows.min()), float(cols.min()), float(rows.max() + 1), float(cols.max() + 1))
     out = derive_labels(rgb, [*boxes, box], [*field.wbc_types, None], d, threshold_outside_boxes=True)
-    m = 0.35 * d  # derive_labels' box margin: the WBC it extracted there is replaced by the mask
-    region = out[max(0, int(box[0] - m)) : int(np.ceil(box[2] + m)), max(0, int(box[1] - m)) : int(np.ceil(box[3] + m))]
+    y0, x0, y1, x1 = _loose_box(box, d, out.shape)  # the WBC derive_labels extracted there gives way to the mask
+    region = out[y0:y1, x0:x1]
     region[region == SOME_WBC] = IGNORE_INDEX
     out[ndi.binary_dilation(true, iterations=1)] = IGNORE_INDEX
     out[ndi.binary_erosion(true, iterations=1)] = SOME_WBC if field.wbc_type is None else int(field.wbc_type)
