@@ -5,7 +5,8 @@ the benchmark never scores, and store it in the checkpoint's metadata.
 
 Images: training-split fields of the real sources (realfields.TRAINABLE: truth diameters from
 their boxes/points), whole PBC crops of the bank's training split (WBC-centred crops, 76 px RBCs),
-and optionally synthesized tiles (36 px). Each image gives windows at several candidate scales
+and optionally synthesized tiles (36 px); with --wbc-crops instead, WBC-centred crops (2.5-6 RBC
+diameters a side) cut from the training-split box fields, for a cache to add by --extra-cache. Each image gives windows at several candidate scales
 exactly as autoscale cuts them (u = log of the window's RBC size over the training size, uniform
 in ±U_RANGE), half of them with the wide appearance randomisation. Prints a leave-one-source-out
 error before fitting on all.
@@ -31,6 +32,30 @@ from napari_bloodseg.realfields import TRAINABLE, default_data_dir, read_fields
 from napari_bloodseg.scalehead import ensemble, fit_head, window_features
 
 U_RANGE = 2.5
+
+
+def _wbc_crop(field, rng) -> np.ndarray:
+    """A WBC-centred crop of a field, 2.5-6 RBC diameters a side (like Zheng's or PBC's crops)."""
+    rgb = field.image()
+    d = float(field.rbc_diameter)
+    r0, c0, r1, c1 = field.wbc_boxes[rng.integers(len(field.wbc_boxes))]
+    side = int(round(d * rng.uniform(2.5, 6.0)))
+    cy, cx = (r0 + r1) / 2 + rng.uniform(-0.5, 0.5) * d, (c0 + c1) / 2 + rng.uniform(-0.5, 0.5) * d
+    y0 = int(np.clip(cy - side / 2, 0, max(0, rgb.shape[0] - side)))
+    x0 = int(np.clip(cx - side / 2, 0, max(0, rgb.shape[1] - side)))
+    return rgb[y0 : y0 + side, x0 : x0 + side]
+
+
+def wbc_crop_images(data: Path, per_source: int, rng) -> list[tuple[str, object, float]]:
+    """(group, loader, truth diameter) of WBC-centred crops cut from training-split box fields."""
+    out = []
+    for source in TRAINABLE:
+        fields = [f for f in read_fields(source, data) if f.split == "train" and f.rbc_diameter and f.wbc_boxes]
+        for i in rng.permutation(len(fields))[:per_source]:
+            seed = int(rng.integers(1 << 31))
+            out.append((f"crop_{source}", (lambda f=fields[i], s=seed: _wbc_crop(f, np.random.default_rng(s))),
+                        float(fields[i].rbc_diameter)))
+    return out
 
 
 def known_scale_images(data: Path, per_source: int, synth: Path | None, rng) -> list[tuple[str, object, float]]:
@@ -67,6 +92,11 @@ def main() -> None:
     ap.add_argument("--synth", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None, help="npz of features to reuse/write")
     ap.add_argument("--extra-cache", type=Path, nargs="*", default=[], help="more feature npz files to fit on")
+    ap.add_argument("--wbc-crops", action="store_true",
+                    help="WBC-centred crops cut from the training-split box fields instead of whole images")
+    ap.add_argument("--ensemble-with", default=None,
+                    help="checkpoint whose size model is averaged with the fitted one (equal weight)")
+    ap.add_argument("--no-loo", action="store_true", help="skip the leave-one-source-out report")
     ap.add_argument("--seeds", type=int, default=4, help="heads averaged (an ensemble stored as one head)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -76,7 +106,11 @@ def main() -> None:
         z = np.load(args.cache)
         feats, us, groups = z["feats"], z["u"], z["groups"]
     else:
-        items = known_scale_images(args.data or default_data_dir(), args.per_source, args.synth, rng)
+        data = args.data or default_data_dir()
+        if args.wbc_crops:
+            items = wbc_crop_images(data, args.per_source, rng)
+        else:
+            items = known_scale_images(data, args.per_source, args.synth, rng)
         t0 = time.perf_counter()
         feats, us, groups = [], [], []
         for k, (group, load, d_true) in enumerate(items):
@@ -106,7 +140,7 @@ def main() -> None:
         z = np.load(extra)
         feats, us, groups = np.concatenate([feats, z["feats"]]), np.concatenate([us, z["u"]]), np.concatenate([groups, z["groups"]])
     print(f"{len(us)} windows from groups {sorted(set(groups.tolist()))}")
-    for g in sorted(set(groups.tolist())):
+    for g in [] if args.no_loo else sorted(set(groups.tolist())):
         tr, te = groups != g, groups == g
         head = fit_head(feats[tr], us[tr], u_range=U_RANGE)
         err = head.predict(feats[te]) - us[te]
@@ -114,6 +148,13 @@ def main() -> None:
         print(f"  leave out {g:<13} rmse {np.sqrt(np.mean(err ** 2)):.3f}  |u|<0.5: rmse {np.sqrt(np.mean(err[near] ** 2)):.3f}"
               f"  within 15%: {np.mean(np.abs(err[near]) < math.log(1.15)):.2f}")
     head = ensemble([fit_head(feats, us, u_range=U_RANGE, seed=k) for k in range(args.seeds)])
+    if args.ensemble_with:
+        from napari_bloodseg.checkpoint import load_checkpoint
+
+        other = load_checkpoint(args.ensemble_with)[1].scale_head
+        if other is None:
+            raise SystemExit(f"{args.ensemble_with} has no size model")
+        head = ensemble([head, other])
     write_head(args.model, args.out or args.model, head)
 
 

@@ -78,3 +78,21 @@ def test_scale_head_learns_a_size_signal_and_travels_in_the_checkpoint(tmp_path)
 
 def test_the_shipped_model_carries_a_size_model(shipped):
     assert shipped.info.scale_head is not None
+
+
+def test_ensemble_of_heads_fitted_on_other_feature_sets_predicts_their_mean():
+    from napari_bloodseg.scalehead import ensemble, fit_head
+
+    rng = np.random.default_rng(1)
+    u = rng.uniform(-2, 2, 400)
+    feats = rng.normal(size=(400, 6)) + u[:, None]
+    # two heads standardised on different data (as when one was fitted with extra WBC-centred crops)
+    a = fit_head(feats[:200], u[:200], hidden=8, epochs=20, seed=0)
+    b = fit_head(feats[100:] * 1.5 + 0.3, u[100:], hidden=8, epochs=20, seed=1)
+    both = ensemble([a, b])
+    x = feats[300:]
+    want = np.clip((a.predict(x) + b.predict(x)) / 2, -a.u_range, a.u_range)
+    unclipped = (np.abs(a.predict(x)) < a.u_range - 1e-3) & (np.abs(b.predict(x)) < b.u_range - 1e-3)
+    assert np.allclose(both.predict(x)[unclipped], want[unclipped], atol=1e-4)
+    with pytest.raises(ValueError, match="same features"):
+        ensemble([a, fit_head(feats[:, :4], u, hidden=4, epochs=1)])

@@ -77,15 +77,29 @@ def fit_head(feats: np.ndarray, u: np.ndarray, hidden: int = 64, epochs: int = 6
                      d(lin2.weight)[0], float(lin2.bias.item()), u_range)
 
 
+def _folded(head: ScaleHead) -> ScaleHead:
+    """The same head with its feature standardisation folded into the first layer (mean 0, std 1)."""
+    w1 = head.w1 / head.std[:, None]
+    b1 = head.b1 - (head.mean / head.std) @ head.w1
+    f = len(head.mean)
+    return ScaleHead(np.zeros(f, np.float32), np.ones(f, np.float32), w1.astype(np.float32), b1.astype(np.float32),
+                     head.w2, head.b2, head.u_range)
+
+
 def ensemble(heads: list[ScaleHead]) -> ScaleHead:
-    """One head whose prediction is the mean of ``heads`` (fitted on the same features): their hidden
-    layers side by side. The clip to ±u_range comes after the mean, as for one head."""
+    """One head whose prediction is the mean of ``heads``: their hidden layers side by side (heads
+    fitted on other feature sets get their standardisation folded into the first layer). The clip to
+    ±u_range comes after the mean, as for one head."""
     first = heads[0]
+    if any(h.w1.shape[0] != first.w1.shape[0] for h in heads):
+        raise ValueError("heads of an ensemble must read the same features")
     if any(not (np.array_equal(h.mean, first.mean) and np.array_equal(h.std, first.std)) for h in heads):
-        raise ValueError("heads of an ensemble must share their feature standardisation")
+        heads = [_folded(h) for h in heads]
+        first = heads[0]
     k = len(heads)
     return ScaleHead(first.mean, first.std, np.concatenate([h.w1 for h in heads], 1), np.concatenate([h.b1 for h in heads]),
-                     np.concatenate([h.w2 for h in heads]) / k, float(np.mean([h.b2 for h in heads])), first.u_range)
+                     np.concatenate([h.w2 for h in heads]) / k, float(np.mean([h.b2 for h in heads])),
+                     max(h.u_range for h in heads))
 
 
 class FeatureNet(torch.nn.Module):
