@@ -8,7 +8,7 @@
 For every source of napari_bloodseg.realfields (held-out fields only; an evenly spread subset,
 stratified by WBC type for wbc_rpi) each field is segmented at automatic and at given (truth) RBC
 scale and scored (napari_bloodseg.realmetrics). Writes one JSON
-``{"model": ..., "sources": {NAME: {METRIC_auto: v, METRIC_given: v, ..., "n": N}}, "seconds": s}``,
+``{"model": ..., "tile": px, "sources": {NAME: {METRIC_auto: v, METRIC_given: v, ..., "n": N}}, "seconds": s}``,
 a picture sheet per source (``<sheet>/<source>.png``: image | auto overlay | given overlay) and
 prints a table. The default subset sizes take about 10 minutes on 2 CPU cores.
 """

@@ -339,11 +339,14 @@ def _layout(n: int, tile: int, overlap: int, min_tile: int = TILE) -> tuple[int,
     """(tile length, starts) along one image side of ``n`` px: the fewest tiles of at most ``tile``
     px that overlap by at least ``overlap`` px, then shrunk (to a multiple of 16) and spread evenly,
     so little is computed twice. A side of at most ``tile`` px is one tile, padded to a multiple of
-    16 and to at least ``min_tile`` px (the size the network was trained on)."""
+    16 and to at least ``min_tile`` px (the size the network was trained on). Tiles that are not
+    shrunk keep the fixed stride ``tile - overlap`` (the last one flush with the side)."""
     if n <= tile:
         return max(-(-n // 16) * 16, min(min_tile, tile)), [0]
     k = -(-(n - overlap) // (tile - overlap))
     t = min(tile, max(-(-(-(-(n - overlap) // k) + overlap) // 16) * 16, min_tile))
+    if t == tile:  # not shrunk: the fixed stride of earlier versions (tile=224 gives their labels)
+        return t, _starts(n, t, t - overlap)
     return t, [(i * (n - t)) // (k - 1) for i in range(k)]
 
 
