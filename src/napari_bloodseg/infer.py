@@ -163,10 +163,13 @@ def resolve_backend(backend: str | Backend, device: torch.device, fast: bool = T
 
 
 def inference_module(model: UNet, device: torch.device, backend: str | Backend = Backend.AUTO,
-                     precision: str | Precision = "auto", fast: bool = True) -> tuple[torch.nn.Module, Backend, torch.dtype]:
+                     precision: str | Precision = "auto", fast: bool = True,
+                     normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                     ) -> tuple[torch.nn.Module, Backend, torch.dtype]:
     """(module, backend, compute dtype): the eval-mode callable that maps normalised (N, 3, H, W)
     input to logits. ``fast``: batch norm folded, channels-last (torch; OpenVINO always folds).
-    An OpenVINO failure under 'auto' falls back to torch with a warning."""
+    ``normalise`` (mean, std): an OpenVINO module also maps uint8 tiles to probabilities itself
+    (``module.probs``). An OpenVINO failure under 'auto' falls back to torch with a warning."""
     resolve_precision(precision, device)  # validates the name for both backends
     chosen = resolve_backend(backend, device, fast)
     model = model.to(device).eval()
@@ -174,7 +177,8 @@ def inference_module(model: UNet, device: torch.device, backend: str | Backend =
         from .backend_openvino import openvino_module
 
         try:
-            module = openvino_module(fuse_for_inference(model), str(getattr(precision, "value", precision)).lower())
+            module = openvino_module(fuse_for_inference(model), str(getattr(precision, "value", precision)).lower(),
+                                     *(normalise or (None, None)))
         except Exception as e:  # noqa: BLE001 - a conversion failure must not stop an 'auto' run
             if _backend(backend) is Backend.OPENVINO:
                 raise ValueError(f"OpenVINO could not compile the model: {e}") from e
@@ -417,7 +421,8 @@ class Segmenter:
         if _backend(backend) is Backend.OPENVINO and str(getattr(device, "value", device)).lower() == "auto":
             device = "cpu"  # OpenVINO asked for by name: the CPU, even where a GPU is present
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast)
+        self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast,
+                                                                normalise=(info.mean, info.std))
         self.unet, self.precision = model, precision  # the torch network itself: the size model reads its features
         self._feature_net = None  # built on first use by scalehead.window_features
         self.fast = fast
@@ -442,6 +447,8 @@ class Segmenter:
     @torch.inference_mode()
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) uint8 → (N, C, h, w) float32 softmax probabilities."""
+        if self.backend is Backend.OPENVINO and self.tta is TTA.NONE:
+            return self.model.probs(tiles)  # normalisation and softmax inside OpenVINO
         with self.autocast():
             probs = predict_probs(self.model, self.network_input(tiles), self.tta)  # the same TTA code for every backend
         return probs.cpu().numpy()
