@@ -3,11 +3,12 @@
 
     python benchmarks/bench_real.py [--model CKPT] [--data DIR] [--out real.json] [--sheet DIR]
                                     [--per-source N] [--sources a,b] [--tta none] [--quick]
+                                    [--tile PX]
 
 For every source of napari_bloodseg.realfields (held-out fields only; an evenly spread subset,
 stratified by WBC type for wbc_rpi) each field is segmented at automatic and at given (truth) RBC
 scale and scored (napari_bloodseg.realmetrics). Writes one JSON
-``{"model": ..., "sources": {NAME: {METRIC_auto: v, METRIC_given: v, ..., "n": N}}, "seconds": s}``,
+``{"model": ..., "tile": px, "sources": {NAME: {METRIC_auto: v, METRIC_given: v, ..., "n": N}}, "seconds": s}``,
 a picture sheet per source (``<sheet>/<source>.png``: image | auto overlay | given overlay) and
 prints a table. The default subset sizes take about 10 minutes on 2 CPU cores.
 """
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of " + ",".join(SOURCES))
     ap.add_argument("--tta", default="none", choices=["none", "flip", "d4"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--tile", type=int, default=None,
+                    help="largest segmentation tile (default: the Segmenter's; 224 is the layout before issue 14)")
     ap.add_argument("--quick", action="store_true", help=f"{realmetrics.QUICK_PER_SOURCE} fields per source")
     args = ap.parse_args(argv)
 
@@ -79,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     per_source = realmetrics.QUICK_PER_SOURCE if args.quick and args.per_source is None else args.per_source
     sheet_dir = args.sheet or args.out.parent / "real_sheet"
     t0 = time.perf_counter()
-    seg = Segmenter.from_file(args.model, args.device, tta=args.tta)
-    result: dict = {"model": str(args.model) if args.model else "default", "sources": {}, "seconds": 0.0}
+    seg = Segmenter.from_file(args.model, args.device, tta=args.tta, **({"tile": args.tile} if args.tile else {}))
+    result: dict = {"model": str(args.model) if args.model else "default", "tile": seg.tile, "sources": {}, "seconds": 0.0}
     for s in sources:
         print(f"{s} ...", flush=True)
         result["sources"][s] = run_source(seg, s, data, per_source, sheet_dir)

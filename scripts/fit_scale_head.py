@@ -101,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     seg = Segmenter.from_file(args.model, "cpu")
-    train_d, tile = float(seg.info.rbc_diameter_px), seg.tile
+    train_d, tile = float(seg.info.rbc_diameter_px), seg.scale_window
     if args.cache and args.cache.is_file():
         z = np.load(args.cache)
         feats, us, groups = z["feats"], z["u"], z["groups"]

@@ -37,6 +37,18 @@ def test_network_scale_on_rendered_fields_of_known_rbc_size(shipped, d):
     assert seg.rbc_scale_method == "network" and seg.rbc_diameter == pytest.approx(res.diameter)
 
 
+def test_network_scale_does_not_depend_on_the_segmentation_tile(shipped, monkeypatch):
+    """The size model was fitted on 224 px windows: the scale windows stay 224 whatever the tile."""
+    img = render_smear((700, 700), rbc_diameter=50.0, seed=3).image
+    small = Segmenter.from_file(None, device="cpu", tile=224)
+    sizes = []
+    real = shipped.predict_tiles
+    monkeypatch.setattr(shipped, "predict_tiles", lambda t: sizes.append(t.shape[1:3]) or real(t))
+    a, b = estimate_scale(shipped, img), estimate_scale(small, img)
+    assert shipped.tile > 224 and set(sizes) == {(224, 224)}
+    assert a.diameter == b.diameter and a.cells == b.cells
+
+
 def test_network_scale_on_real_fields(shared_data, shipped):
     from napari_bloodseg.realmetrics import heldout_fields, select_fields
 

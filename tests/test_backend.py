@@ -55,6 +55,40 @@ def test_openvino_agrees_with_torch_fp32(tiny_model):
     assert np.abs(pa - pb).max() < 1e-3
 
 
+@pytest.mark.parametrize("tile, shape", [(256, (600, 420)), (1024, (1100, 700))])
+def test_openvino_large_tiles_agree_with_torch_fp32(tiny_model, tile, shape):
+    """Tiles larger than the training size (non-square, one OpenVINO model for every shape) give
+    the labels of torch fp32 at the same tiles."""
+    pytest.importorskip("openvino")
+    model, info = tiny_model
+    ref = Segmenter(model, info, "cpu", fast=False, precision="fp32", backend="torch", tile=tile)
+    ov = Segmenter(model, info, "cpu", tile=tile)
+    img = render_smear(shape, seed=11).image
+    a, b = ref.segment(img, rbc_diameter=36.0), ov.segment(img, rbc_diameter=36.0)
+    assert b.labels.shape == a.labels.shape == shape and b.labels.dtype == a.labels.dtype == np.uint8
+    assert b.confidence.shape == shape and b.confidence.dtype == np.uint8
+    assert (a.labels == b.labels).mean() >= 0.999
+    assert np.abs(a.confidence.astype(int) - b.confidence).max() <= 2
+
+
+def test_openvino_normalises_uint8_tiles_itself_and_compiles_logits_on_first_use(tiny_model):
+    """Plain segmentation hands uint8 tiles to a model with the normalisation and softmax inside;
+    the logits model (test-time augmentation, evaluate) is compiled only when first called."""
+    pytest.importorskip("openvino")
+    model, info = tiny_model
+    ov = Segmenter(model, info, "cpu", backend="openvino")
+    ref = Segmenter(model, info, "cpu", fast=False, precision="fp32", backend="torch")
+    tiles = np.stack([render_smear((224, 320), seed=s).image for s in (3, 4)])
+    assert ov.model._request is None  # no logits model yet
+    p = ov.predict_tiles(tiles)
+    assert p.shape == (2, 10, 224, 320) and p.dtype == np.float32 and np.allclose(p.sum(1), 1, atol=1e-4)
+    assert np.abs(p - ref.predict_tiles(tiles)).max() < 1e-3
+    assert ov.model._request is None
+    with torch.inference_mode():
+        logits = ov.model(ref.network_input(tiles))
+    assert np.abs(torch.softmax(logits, 1).numpy() - p).max() < 1e-3
+
+
 def test_openvino_tta_goes_through_the_same_averaging(tiny_model):
     pytest.importorskip("openvino")
     model, info = tiny_model

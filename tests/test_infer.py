@@ -48,12 +48,42 @@ def test_one_tile_image_equals_whole_image_inference(tiny):
     assert np.array_equal(res.labels, direct)
 
 
-def test_tiling_matches_whole_image_on_larger_field():
-    seg = Segmenter.from_file(None, device="cpu")  # the trained default model
-    img = render_smear((448, 448), seed=5).image
-    tiled = seg.segment(img, rbc_diameter=36.0).labels
+@pytest.mark.parametrize("tile, shape", [(224, (448, 448)), (256, (448, 592))])
+def test_tiling_matches_whole_image_on_larger_field(tile, shape):
+    seg = Segmenter.from_file(None, device="cpu", tile=tile)  # the trained default model
+    img = render_smear(shape, seed=5).image
+    seen = []
+    tiled = seg.segment(img, rbc_diameter=36.0, progress=lambda d, t: seen.append((d, t))).labels
+    assert seen[-1] == (seg.count_tiles(*shape),) * 2 and seen[-1][0] > 1
     whole = seg.predict_tiles(img[None]).argmax(1)[0]
     assert (tiled == whole).mean() > 0.97
+
+
+@pytest.mark.parametrize("n", [17, 100, 224, 225, 300, 513, 1000, 2016, 10007])
+@pytest.mark.parametrize("tile, overlap", [(224, 32), (512, 32), (1024, 32), (768, 64)])
+def test_tile_layout_covers_the_side_with_little_twice(n, tile, overlap):
+    from napari_bloodseg.infer import _layout, _starts
+    from napari_bloodseg.model import TILE
+
+    t, starts = _layout(n, tile, overlap)
+    assert t % 16 == 0 and t <= max(tile, -(-n // 16) * 16) and t >= min(TILE, tile)
+    assert starts[0] == 0 and starts[-1] + t >= n and starts == sorted(set(starts))
+    assert all(b - a <= t - overlap for a, b in zip(starts, starts[1:]))  # every seam overlaps enough
+    if n > tile:
+        assert starts[-1] + t == n
+        # the fewest tiles of that size: one fewer could not cover the side with that overlap
+        assert (len(starts) - 1) * (tile - overlap) + overlap < n
+    if tile == TILE and n > tile:  # the layout of earlier versions
+        assert t == TILE and starts == _starts(n, TILE, TILE - overlap)
+
+
+def test_large_tiles_default_and_scale_windows_stay_224():
+    from napari_bloodseg.infer import SEGMENT_TILE
+    from napari_bloodseg.model import TILE
+
+    seg = Segmenter.from_file(None, device="cpu")
+    assert seg.tile == SEGMENT_TILE > TILE and seg.scale_window == TILE
+    assert Segmenter.from_file(None, device="cpu", tile=448).scale_window == TILE
 
 
 @pytest.mark.parametrize("shape", [(100, 100), (1000, 700), (17, 300)])

@@ -80,7 +80,7 @@ HEAD_SIGMA = 1.2  # how fast a candidate's weight falls with its predicted dista
 def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] | None = None) -> ScaleResult | None:
     """Healthy-RBC diameter (px) of ``rgb`` (uint8 RGB) by the network, or None when it cannot
     tell (no size model and no RBCs at any candidate scale)."""
-    train_d, tile = float(segmenter.info.rbc_diameter_px), segmenter.tile
+    train_d, tile = float(segmenter.info.rbc_diameter_px), segmenter.scale_window
     h, w = rgb.shape[:2]
     head = segmenter.info.scale_head
     if candidates is None:
@@ -154,7 +154,7 @@ def _pad_batch(windows: list[np.ndarray], t: int) -> np.ndarray:
 
 def _predict(segmenter, windows: list[np.ndarray]) -> list[np.ndarray]:
     """Class probabilities of each window, padded to one tile (mirrored) and cropped back."""
-    probs = segmenter.predict_tiles(_pad_batch(windows, segmenter.tile))
+    probs = segmenter.predict_tiles(_pad_batch(windows, segmenter.scale_window))
     return [p[:, : win.shape[0], : win.shape[1]] for p, win in zip(probs, windows)]
 
 

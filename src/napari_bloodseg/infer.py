@@ -163,10 +163,13 @@ def resolve_backend(backend: str | Backend, device: torch.device, fast: bool = T
 
 
 def inference_module(model: UNet, device: torch.device, backend: str | Backend = Backend.AUTO,
-                     precision: str | Precision = "auto", fast: bool = True) -> tuple[torch.nn.Module, Backend, torch.dtype]:
+                     precision: str | Precision = "auto", fast: bool = True,
+                     normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                     ) -> tuple[torch.nn.Module, Backend, torch.dtype]:
     """(module, backend, compute dtype): the eval-mode callable that maps normalised (N, 3, H, W)
     input to logits. ``fast``: batch norm folded, channels-last (torch; OpenVINO always folds).
-    An OpenVINO failure under 'auto' falls back to torch with a warning."""
+    ``normalise`` (mean, std): an OpenVINO module also maps uint8 tiles to probabilities itself
+    (``module.probs``). An OpenVINO failure under 'auto' falls back to torch with a warning."""
     resolve_precision(precision, device)  # validates the name for both backends
     chosen = resolve_backend(backend, device, fast)
     model = model.to(device).eval()
@@ -174,7 +177,8 @@ def inference_module(model: UNet, device: torch.device, backend: str | Backend =
         from .backend_openvino import openvino_module
 
         try:
-            module = openvino_module(fuse_for_inference(model), str(getattr(precision, "value", precision)).lower())
+            module = openvino_module(fuse_for_inference(model), str(getattr(precision, "value", precision)).lower(),
+                                     *(normalise or (None, None)))
         except Exception as e:  # noqa: BLE001 - a conversion failure must not stop an 'auto' run
             if _backend(backend) is Backend.OPENVINO:
                 raise ValueError(f"OpenVINO could not compile the model: {e}") from e
@@ -240,6 +244,11 @@ def prepare_image(image: np.ndarray) -> np.ndarray:
     bits = max(8, int(math.ceil(math.log2(hi + 1))))
     return (arr.astype(np.float64) / (2**bits - 1) * 255 + 0.5).astype(np.uint8)
 
+
+# Segmentation tiles (at most; :func:`_layout`): large tiles compute few pixels twice (tile 224
+# with overlap 32 computes a 1000x1000 field 1.8 times, tiles of at most 1024 px 1.02 times) at the
+# same cost per pixel. See benchmarks/bench_infer.py and the README.
+SEGMENT_TILE = 1024
 
 RELIABLE_RBC_COUNT = 10  # isolated round cells an estimate should rest on (rendered and Chula fields: 35-80)
 RELIABLE_NETWORK_COUNT = 5  # RBCs the network's measurement (one window) should rest on
@@ -307,13 +316,18 @@ def _resize_uint8(arr: np.ndarray, h: int, w: int, smooth: bool) -> np.ndarray:
     return np.array(Image.fromarray(np.ascontiguousarray(arr)).resize((w, h), method))  # writable: users edit class maps
 
 
-def _blend_window(tile: int, overlap: int) -> np.ndarray:
+def _ramp(tile: int, overlap: int) -> np.ndarray:
     ramp = np.ones(tile, dtype=np.float32)
     if overlap > 0:
         r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
         ramp[:overlap] = r
         ramp[-overlap:] = np.minimum(ramp[-overlap:], r[::-1])
-    return np.outer(ramp, ramp)
+    return ramp
+
+
+def _blend_window(tile: int, overlap: int, width: int | None = None) -> np.ndarray:
+    """Stitching weights of a (tile, width or tile) tile: linear ramps over ``overlap`` px at each edge."""
+    return np.outer(_ramp(tile, overlap), _ramp(tile if width is None else width, overlap))
 
 
 def _starts(n: int, tile: int, stride: int) -> list[int]:
@@ -323,6 +337,21 @@ def _starts(n: int, tile: int, stride: int) -> list[int]:
     if s[-1] != n - tile:
         s.append(n - tile)
     return s
+
+
+def _layout(n: int, tile: int, overlap: int, min_tile: int = TILE) -> tuple[int, list[int]]:
+    """(tile length, starts) along one image side of ``n`` px: the fewest tiles of at most ``tile``
+    px that overlap by at least ``overlap`` px, then shrunk (to a multiple of 16) and spread evenly,
+    so little is computed twice. A side of at most ``tile`` px is one tile, padded to a multiple of
+    16 and to at least ``min_tile`` px (the size the network was trained on). Tiles that are not
+    shrunk keep the fixed stride ``tile - overlap`` (the last one flush with the side)."""
+    if n <= tile:
+        return max(-(-n // 16) * 16, min(min_tile, tile)), [0]
+    k = -(-(n - overlap) // (tile - overlap))
+    t = min(tile, max(-(-(-(-(n - overlap) // k) + overlap) // 16) * 16, min_tile))
+    if t == tile:  # not shrunk: the fixed stride of earlier versions (tile=224 gives their labels)
+        return t, _starts(n, t, t - overlap)
+    return t, [(i * (n - t)) // (k - 1) for i in range(k)]
 
 
 @dataclass
@@ -374,7 +403,7 @@ class Segmenter:
         model: UNet,
         info: ModelInfo,
         device: str | Device | torch.device = "auto",
-        tile: int = TILE,
+        tile: int = SEGMENT_TILE,
         overlap: int = 32,
         batch_size: int = 4,
         precision: str | Precision = "auto",
@@ -392,12 +421,15 @@ class Segmenter:
         if _backend(backend) is Backend.OPENVINO and str(getattr(device, "value", device)).lower() == "auto":
             device = "cpu"  # OpenVINO asked for by name: the CPU, even where a GPU is present
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast)
+        self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast,
+                                                                normalise=(info.mean, info.std))
         self.unet, self.precision = model, precision  # the torch network itself: the size model reads its features
         self._feature_net = None  # built on first use by scalehead.window_features
         self.fast = fast
         self.info = info
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
+        # the automatic scale's windows: always TILE, the size model was fitted on windows of that size
+        self.scale_window = TILE
         self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
         self._std = torch.tensor(info.std, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
 
@@ -415,6 +447,8 @@ class Segmenter:
     @torch.inference_mode()
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) uint8 → (N, C, h, w) float32 softmax probabilities."""
+        if self.backend is Backend.OPENVINO and self.tta is TTA.NONE:
+            return self.model.probs(tiles)  # normalisation and softmax inside OpenVINO
         with self.autocast():
             probs = predict_probs(self.model, self.network_input(tiles), self.tta)  # the same TTA code for every backend
         return probs.cpu().numpy()
@@ -434,8 +468,12 @@ class Segmenter:
 
     def count_tiles(self, height: int, width: int) -> int:
         """Tiles an image of this size (at model scale) is cut into."""
-        stride = self.tile - self.overlap
-        return len(_starts(max(height, self.tile), self.tile, stride)) * len(_starts(max(width, self.tile), self.tile, stride))
+        return len(_layout(height, self.tile, self.overlap)[1]) * len(_layout(width, self.tile, self.overlap)[1])
+
+    def _per_call(self, th: int, tw: int) -> int:
+        """Tiles per network call: ``batch_size``, fewer for tiles larger than TILE (the same pixels
+        a call, so large tiles do not multiply the memory)."""
+        return max(1, min(self.batch_size, self.batch_size * TILE * TILE // (th * tw)))
 
     def prepare(self, image: np.ndarray, rbc_diameter: float | None = None) -> Prepared:
         """Convert to RGB uint8, find the RBC diameter when not given (the network runs for this
@@ -495,45 +533,52 @@ class Segmenter:
         return drain(self.iter_segment(image, rbc_diameter), progress)
 
     def _tiled(self, rgb: np.ndarray) -> Generator[tuple[int, int], None, tuple[np.ndarray, np.ndarray]]:
-        """Sliding window over rows of tiles; finished rows are reduced to uint8 at once, so memory
-        holds one band of tile height of float probabilities, never the whole image's."""
-        t, ov = self.tile, self.overlap
+        """Sliding window over rows of tiles (:func:`_layout`: at most ``tile`` px, overlapping by at
+        least ``overlap``); finished rows are reduced to uint8 at once, so memory holds one band of
+        tile height of float probabilities, never the whole image's."""
         h, w = rgb.shape[:2]
-        ph, pw = max(h, t), max(w, t)
+        th, ys = _layout(h, self.tile, self.overlap)
+        tw, xs = _layout(w, self.tile, self.overlap)
+        ph, pw = max(h, th), max(w, tw)
         if (ph, pw) != (h, w):
             rgb = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
-        stride = t - ov
-        ys, xs = _starts(ph, t, stride), _starts(pw, t, stride)
         total, done = len(ys) * len(xs), 0
-        win = _blend_window(t, ov)
+        win = _blend_window(th, self.overlap, tw)
         labels = np.zeros((ph, pw), np.uint8)
         conf = np.zeros((ph, pw), np.uint8)
-        acc = np.zeros((NUM_CLASSES, t, pw), np.float32)
-        wsum = np.zeros((t, pw), np.float32)
+        acc = np.zeros((NUM_CLASSES, th, pw), np.float32)
+        wsum = np.zeros((th, pw), np.float32)
+        row_weights = np.zeros((th, pw), np.float32)  # the blend weights of one row of tiles
+        for x in xs:
+            row_weights[:, x : x + tw] += win
         band0 = 0  # image row of acc[:, 0]
+        per_call = self._per_call(th, tw)
         yield 0, total
-        for i, y in enumerate(ys):
+        for y in ys:
             shift = y - band0
             if shift:
                 self._flush(acc, wsum, labels, conf, band0, shift)
-                acc[:, :-shift] = acc[:, shift:]
-                acc[:, -shift:] = 0
-                wsum[:-shift] = wsum[shift:]
-                wsum[-shift:] = 0
+                acc[:, : th - shift] = acc[:, shift:]
+                acc[:, th - shift :] = 0
+                wsum[: th - shift] = wsum[shift:]
+                wsum[th - shift :] = 0
                 band0 = y
-            for b in range(0, len(xs), self.batch_size):
-                bx = xs[b : b + self.batch_size]
-                probs = self.predict_tiles(np.stack([rgb[y : y + t, x : x + t] for x in bx]))
+            wsum += row_weights
+            for b in range(0, len(xs), per_call):
+                bx = xs[b : b + per_call]
+                probs = self.predict_tiles(np.stack([rgb[y : y + th, x : x + tw] for x in bx]))
                 for p, x in zip(probs, bx):
-                    acc[:, :, x : x + t] += p * win
-                    wsum[:, x : x + t] += win
+                    p *= win
+                    acc[:, :, x : x + tw] += p
                 done += len(bx)
                 yield done, total
-        self._flush(acc, wsum, labels, conf, band0, min(t, ph - band0))
+        self._flush(acc, wsum, labels, conf, band0, min(th, ph - band0))
         return labels[:h, :w], conf[:h, :w]
 
     @staticmethod
     def _flush(acc, wsum, labels, conf, row0: int, n: int) -> None:
-        p = acc[:, :n] / np.maximum(wsum[:n], 1e-8)
+        """Reduce the band's first ``n`` rows to labels and confidence (in place: ``acc`` rows spent)."""
+        p = acc[:, :n]
+        p /= np.maximum(wsum[:n], 1e-8)
         labels[row0 : row0 + n] = p.argmax(0)
         conf[row0 : row0 + n] = np.clip(p.max(0) * 255 + 0.5, 0, 255).astype(np.uint8)
