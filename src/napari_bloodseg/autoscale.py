@@ -106,8 +106,7 @@ def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] | N
         return None
     d1 = best[1]
     # confirm at the refined scale: the network now sees RBCs near its own size
-    win = _window(rgb, d1, train_d, tile)
-    m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
+    m, n = _measure_at(segmenter, rgb, d1, train_d, tile)
     if m is None:
         return ScaleResult(d1, best[2], "network")
     d2 = d1 * m / train_d
@@ -130,8 +129,7 @@ def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) 
     # refine by the RBCs the network measures at that scale, when there are enough of them to trust
     # and they agree: exact on clean RBC-rich fields, where the size model alone is off by up to 20 %
     for _ in range(REFINE_PASSES):
-        win = _window(rgb, d, train_d, tile)
-        m, n = _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
+        m, n = _measure_at(segmenter, rgb, d, train_d, tile)
         if m is None or n < REFINE_MIN_CELLS:
             break
         off = abs(math.log(m / train_d))
@@ -141,6 +139,12 @@ def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) 
         if off < math.log(1.1):
             break  # the measurement agrees: no second pass
     return ScaleResult(d, n, "network")
+
+
+def _measure_at(segmenter, rgb: np.ndarray, d: float, train_d: float, tile: int) -> tuple[float | None, int]:
+    """:func:`_measure` of the network's map of the window cut at candidate diameter ``d``."""
+    win = _window(rgb, d, train_d, tile)
+    return _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
 
 
 def _pad_batch(windows: list[np.ndarray], t: int) -> np.ndarray:
