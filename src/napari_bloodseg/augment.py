@@ -17,6 +17,8 @@ from scipy import ndimage as ndi
 
 from .classes import IGNORE_INDEX
 
+WIDE_STRENGTH = (0.6, 1.5)  # range of the wide appearance strength, drawn per training view
+
 
 class AugmentLevel(str, Enum):
     NONE = "none"  # no augmentation
@@ -88,10 +90,15 @@ def appearance(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, stre
     # 2. grey or pale cells: desaturate toward luminance
     if rng.random() < 0.25:
         lum = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        a = rng.uniform(0.2, 0.8) * s
+        a = min(1.0, rng.uniform(0.2, 0.8) * s)
         x = x * (1 - a) + lum[..., None] * a
     # 3. background (glass/plasma): tint and texture where the mask says glass, soft-edged
-    glass = (mask == 0).astype(np.float32)
+    glass = mask == 0
+    unknown = mask == IGNORE_INDEX
+    if glass.any() and unknown.any():  # unlabelled parts of real fields: glass by its brightness
+        lum = img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        glass = glass | (unknown & (lum >= np.percentile(lum[glass], 10)))
+    glass = glass.astype(np.float32)
     if glass.any() and rng.random() < 0.6:
         soft = ndi.gaussian_filter(glass, 1.5)[..., None]
         tint = rng.uniform(-0.18, 0.08, 3).astype(np.float32) * s
@@ -154,7 +161,11 @@ def augment_pair(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
     if lv is AugmentLevel.WIDE:
         if rng.random() < 0.5:
             img, mask = zoom(img, mask, rng)
-        img = appearance(np.ascontiguousarray(img), np.ascontiguousarray(mask), rng) if rng.random() < 0.85 else mild_colour(img, rng)
+        if rng.random() < 0.85:  # strength drawn per view: from near-standard smears to phone-camera casts
+            img = appearance(np.ascontiguousarray(img), np.ascontiguousarray(mask), rng,
+                             strength=float(rng.uniform(*WIDE_STRENGTH)))
+        else:
+            img = mild_colour(img, rng)
     else:
         img = mild_colour(img, rng)
     return np.ascontiguousarray(img), np.ascontiguousarray(mask)
