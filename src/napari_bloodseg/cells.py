@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import feature, measure, segmentation
+from skimage import feature, measure, morphology, segmentation
 
 from .classes import CLASS_NAMES, NUM_CLASSES, RBC_CLASSES, WBC_CLASSES, BloodClass
 
@@ -24,11 +24,17 @@ GROUPS: dict[str, tuple[int, ...]] = {
 }
 # Typical diameter of each group relative to a healthy RBC, and the smallest area kept (× RBC area).
 REL_DIAMETER = {"rbc": 1.0, "wbc": 1.5, "thrombocyte": 0.3, "platelet clump": 1.0}
-MIN_AREA = {"rbc": 0.15, "wbc": 0.2, "thrombocyte": 0.01, "platelet clump": 0.05}  # cut by the image border
+MIN_AREA = {"rbc": 0.15, "wbc": 0.4, "thrombocyte": 0.01, "platelet clump": 0.05}  # cut by the image border
 PALLOR_AREA = 0.25  # holes in a cell mask up to this (x RBC area) are its centre; larger ones are glass
 # A whole cell inside the image is larger: even microcytes have ~0.35 of a normal RBC's area, so
 # smaller RBC-class blobs are debris or platelets the model mistook (they would inflate parasitemia).
-MIN_AREA_WHOLE = {"rbc": 0.3, "wbc": 0.3, "thrombocyte": 0.01, "platelet clump": 0.05}
+# Even a small lymphocyte is about an RBC across: a WBC-class blob under 0.6 of an RBC's area is a
+# stain speck, a platelet clump or a dark corner the model mistook (real fields: none of 56 matched
+# WBCs was under 1.4).
+MIN_AREA_WHOLE = {"rbc": 0.3, "wbc": 0.6, "thrombocyte": 0.01, "platelet clump": 0.05}
+# WBC-class fringes the model draws along RBC edges next to a WBC (a few pixels wide) are opened
+# away before instances are cut, so they neither inflate the WBC nor count as cells.
+WBC_OPENING = 0.1  # radius, x RBC diameter
 _SPLIT = {"rbc": True, "wbc": True, "thrombocyte": True, "platelet clump": False}
 
 
@@ -105,6 +111,8 @@ def find_cells(
             continue
         if group in ("rbc", "wbc"):  # a speck in a cell's centre leaves a ring, which splits into "cells"
             mask = _fill_small_holes(mask, max(1, int(PALLOR_AREA * rbc_area)), inside=labels != 0)
+        if group == "wbc" and (r := int(round(WBC_OPENING * rbc_diameter))) >= 1:
+            mask = ndi.binary_opening(mask, morphology.disk(r))
         d = rbc_diameter * REL_DIAMETER[group]
         parts = _split(mask, d) if _SPLIT[group] else measure.label(mask)
         for r in measure.regionprops(parts):
