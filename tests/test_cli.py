@@ -256,3 +256,19 @@ def test_the_pixel_size_stored_in_a_tiff_gives_the_rbc_diameter(tmp_path, tiny_c
     assert main(["segment", str(tmp_path / "cm.tif"), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint),
                  "-q", "--report", "--rbc-diameter", "40"]) == 0
     assert json.loads((tmp_path / "o2" / "cm_summary.json").read_text())["rbc_diameter_px"] == pytest.approx(40.0)
+
+
+def test_segment_tightens_wbcs_unless_the_raw_map_is_asked_for(tmp_path):
+    from napari_bloodseg.classes import WBC_CLASSES
+    from napari_bloodseg.postprocess import tighten_wbcs
+
+    img = tmp_path / "smear.png"
+    iio.imwrite(img, render_smear((360, 360), seed=4, counts={3: 1, 4: 1, 5: 1}).image)  # three WBCs
+    for flag, out in (([], "tight"), (["--raw-map"], "raw")):  # the shipped model: it draws WBCs
+        assert main(["segment", str(img), "--out", str(tmp_path / out), "--rbc-diameter", "36", "-q", *flag]) == 0
+    raw = iio.imread(tmp_path / "raw" / "smear_labels.png")
+    tight = iio.imread(tmp_path / "tight" / "smear_labels.png")
+    wbc = np.isin(raw, [int(c) for c in WBC_CLASSES])
+    assert wbc.any() and not np.array_equal(raw, tight)
+    assert np.array_equal(tight, tighten_wbcs(raw, 36.0))
+    assert np.array_equal(raw[~wbc], tight[~wbc])  # only WBC pixels change

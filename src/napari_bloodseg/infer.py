@@ -411,6 +411,7 @@ class Segmenter:
         tta: str | TTA = TTA.NONE,
         scale_method: str | ScaleMethod = ScaleMethod.NETWORK,
         backend: str | Backend = Backend.AUTO,
+        tighten_wbcs: bool = True,
     ):
         self.tta = _tta_mode(tta)
         self.scale_method = _scale_method(scale_method)
@@ -428,6 +429,7 @@ class Segmenter:
         self.fast = fast
         self.info = info
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
+        self.tighten_wbcs = tighten_wbcs  # postprocess.tighten_wbcs on each map (at the model's scale)
         # the automatic scale's windows: always TILE, the size model was fitted on windows of that size
         self.scale_window = TILE
         self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
@@ -505,6 +507,10 @@ class Segmenter:
         prep = image if isinstance(image, Prepared) else self.prepare(image, rbc_diameter)
         (h, w), scale = prep.shape, prep.scale
         labels, conf = yield from self._tiled(prep.scaled)
+        if self.tighten_wbcs:
+            from .postprocess import tighten_wbcs
+
+            labels = tighten_wbcs(labels, self.info.rbc_diameter_px)
         if scale != 1.0:
             labels = _resize_uint8(labels, h, w, smooth=False)
             conf = _resize_uint8(conf, h, w, smooth=False)

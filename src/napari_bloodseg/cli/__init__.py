@@ -48,7 +48,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             return 2
     try:
         seg = Segmenter.from_file(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                                  scale_method=args.scale_method, backend=args.backend)
+                                  scale_method=args.scale_method, backend=args.backend,
+                                  tighten_wbcs=not args.raw_map)
     except (CheckpointError, ValueError) as e:
         print(f"bloodseg: error: {e}", file=sys.stderr)
         return 2
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale-method", default="network", choices=["network", "classical"],
                    help="how an unknown RBC diameter is estimated: 'network' measures the RBCs the model finds at a few "
                         "candidate scales, 'classical' the isolated round cells found by thresholds (default: %(default)s)")
+    s.add_argument("--raw-map", action="store_true",
+                   help="write the class map as the network draws it: no tightening of the WBCs (by default thin "
+                        "WBC-class spurs and a rim of 0.04 RBC diameters are given to the neighbouring class)")
     s.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="224 px tiles per forward pass; larger is faster on a GPU, needs more memory (default: %(default)s)")
     s.add_argument("--tta", default="none", choices=["none", "flip", "d4"],
