@@ -228,3 +228,25 @@ def test_segment_widget_takes_the_pixel_size_stored_in_the_opened_tiff(make_napa
     meta = _labels_layers(viewer)[0].metadata["bloodseg"]
     assert meta["rbc_diameter"] == pytest.approx(30.0) and meta["rbc_diameter_method"] == "pixel size 0.25 µm (file)"
     assert not meta["rbc_diameter_estimated"] and "pixel size 0.25" in widget._status.value
+
+
+def test_segment_widget_tightens_wbc_outlines_unless_unticked(make_napari_viewer, qtbot):
+    from napari_bloodseg.classes import WBC_CLASSES
+    from napari_bloodseg.postprocess import tighten_wbcs
+    from napari_bloodseg.widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-bloodseg", "smear")  # rendered with RBCs of 36 px, the model's own scale
+    widget = SegmentWidget(viewer)
+    widget._auto_d.value = False
+    widget._diameter.value = 36.0
+    assert widget._tighten.value  # on by default
+    maps = []
+    for tighten in (True, False):
+        widget._tighten.value = tighten
+        widget._run.clicked.emit()
+        qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == len(maps) + 1, timeout=120_000)
+        maps.append(np.asarray(_labels_layers(viewer)[-1].data).copy())
+    tight, raw = maps
+    assert np.isin(raw, [int(c) for c in WBC_CLASSES]).any() and not np.array_equal(tight, raw)
+    assert np.array_equal(tight, tighten_wbcs(raw, 36.0))
