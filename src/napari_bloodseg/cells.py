@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import feature, measure, morphology, segmentation
+from skimage import feature, measure, segmentation
 
 from .classes import CLASS_NAMES, NUM_CLASSES, RBC_CLASSES, WBC_CLASSES, BloodClass
+from .postprocess import shrink_mask
 
 # Cell groups split as one: an RBC partly predicted infected is still one RBC; its class is the majority.
 GROUPS: dict[str, tuple[int, ...]] = {
@@ -111,8 +112,8 @@ def find_cells(
             continue
         if group in ("rbc", "wbc"):  # a speck in a cell's centre leaves a ring, which splits into "cells"
             mask = _fill_small_holes(mask, max(1, int(PALLOR_AREA * rbc_area)), inside=labels != 0)
-        if group == "wbc" and (r := int(round(WBC_OPENING * rbc_diameter))) >= 1:
-            mask = ndi.binary_opening(mask, morphology.disk(r))
+        if group == "wbc":
+            mask = shrink_mask(mask, WBC_OPENING * rbc_diameter, border_is_edge=True)
         d = rbc_diameter * REL_DIAMETER[group]
         parts = _split(mask, d) if _SPLIT[group] else measure.label(mask)
         for r in measure.regionprops(parts):

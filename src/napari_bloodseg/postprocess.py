@@ -27,6 +27,36 @@ def _inside(mask: np.ndarray, r: float) -> np.ndarray:
     return ndi.distance_transform_edt(mask) > r if not mask.all() else mask
 
 
+def _windows(mask: np.ndarray, pad: int):
+    """(window, part) per connected part of ``mask``: its bounding box grown by ``pad`` (clipped to
+    the image), and the part's pixels in it."""
+    comp, _ = ndi.label(mask)
+    h, w = mask.shape
+    for i, sl in enumerate(ndi.find_objects(comp), 1):
+        if sl is not None:
+            win = (slice(max(0, sl[0].start - pad), min(h, sl[0].stop + pad)),
+                   slice(max(0, sl[1].start - pad), min(w, sl[1].stop + pad)))
+            yield win, comp[win] == i
+
+
+def shrink_mask(mask: np.ndarray, opening: float, erosion: float = 0.0, border_is_edge: bool = False) -> np.ndarray:
+    """``mask`` opened by a disc of radius ``opening`` px (parts and spurs thinner than it go), then
+    eroded by ``erosion`` px. By distance transforms in a window round each part, so the cost does
+    not grow with the radius. The mask continues beyond the image border unless ``border_is_edge``
+    (then a strip along the border is as thin as it looks)."""
+    keep = np.zeros_like(mask, dtype=bool)
+    pad = int(math.ceil(opening + erosion)) + 2
+    for win, part in _windows(mask, pad):
+        k = np.pad(mask[win], pad, mode="constant" if border_is_edge else "edge")
+        if opening > 0:
+            core = _inside(k, opening)
+            k = (ndi.distance_transform_edt(~core) <= opening) & k if core.any() else np.zeros_like(k)
+        if erosion > 0 and k.any():
+            k = _inside(k, erosion)
+        keep[win] |= k[pad:-pad, pad:-pad] & part
+    return keep
+
+
 def tighten_wbcs(labels: np.ndarray, rbc_diameter: float, opening: float = WBC_OPENING,
                  erosion: float = WBC_EROSION) -> np.ndarray:
     """``labels`` (uint8 class map) with its WBC regions tightened; a new array where anything
@@ -37,36 +67,16 @@ def tighten_wbcs(labels: np.ndarray, rbc_diameter: float, opening: float = WBC_O
     if not wbc.any() or (opening == 0 and erosion == 0):
         return labels
     r_open, r_ero = opening * rbc_diameter, erosion * rbc_diameter
-    pad = int(math.ceil(r_open + r_ero)) + 2
-    comp, _ = ndi.label(wbc)
-    out = labels
-    h, w = labels.shape
-    for i, sl in enumerate(ndi.find_objects(comp), 1):
-        if sl is None:
-            continue
-        win = (slice(max(0, sl[0].start - pad), min(h, sl[0].stop + pad)),
-               slice(max(0, sl[1].start - pad), min(w, sl[1].stop + pad)))
+    removed = wbc & ~shrink_mask(wbc, r_open, r_ero)
+    if not removed.any():
+        return labels
+    out = labels.copy()
+    # a removed pixel lies within r_open + r_ero of a non-WBC pixel, so the window holds its nearest
+    for win, part in _windows(removed, int(math.ceil(r_open + r_ero)) + 2):
         m = wbc[win]
-        # the image border is no WBC edge: the map continues the border pixels beyond it
-        mp = np.pad(m, pad, mode="edge")
-        # opening and erosion by distance transforms: the cost does not grow with the radius
-        keep = mp
-        if r_open > 0:
-            core = _inside(mp, r_open)
-            keep = (ndi.distance_transform_edt(~core) <= r_open) & mp if core.any() else np.zeros_like(mp)
-        if r_ero > 0 and keep.any():
-            keep = _inside(keep, r_ero)
-        keep = keep[pad:-pad, pad:-pad]
-        removed = (comp[win] == i) & ~keep
-        if not removed.any():
-            continue
-        if out is labels:
-            out = labels.copy()
-        lw = labels[win]
         if m.all():  # no non-WBC pixel in reach: glass
-            fill = np.zeros_like(lw)
-        else:
-            idx = ndi.distance_transform_edt(m, return_distances=False, return_indices=True)
-            fill = lw[tuple(idx)]
-        out[win][removed] = fill[removed]
+            out[win][part] = 0
+            continue
+        idx = ndi.distance_transform_edt(m, return_distances=False, return_indices=True)
+        out[win][part] = labels[win][tuple(idx)][part]
     return out
