@@ -17,6 +17,7 @@ from skimage import filters, measure, morphology, transform
 from .checkpoint import ModelInfo, load_checkpoint
 from .classes import NUM_CLASSES
 from .model import TILE, UNet
+from .postprocess import tighten_wbcs
 from .steps import drain
 
 
@@ -508,8 +509,6 @@ class Segmenter:
         (h, w), scale = prep.shape, prep.scale
         labels, conf = yield from self._tiled(prep.scaled)
         if self.tighten_wbcs:
-            from .postprocess import tighten_wbcs
-
             labels = tighten_wbcs(labels, self.info.rbc_diameter_px)
         if scale != 1.0:
             labels = _resize_uint8(labels, h, w, smooth=False)

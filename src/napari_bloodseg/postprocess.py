@@ -45,7 +45,7 @@ def shrink_mask(mask: np.ndarray, opening: float, erosion: float = 0.0, border_i
     not grow with the radius. The mask continues beyond the image border unless ``border_is_edge``
     (then a strip along the border is as thin as it looks)."""
     keep = np.zeros_like(mask, dtype=bool)
-    pad = int(math.ceil(opening + erosion)) + 2
+    pad = math.ceil(opening + erosion) + 2
     for win, part in _windows(mask, pad):
         k = np.pad(mask[win], pad, mode="constant" if border_is_edge else "edge")
         if opening > 0:
@@ -72,7 +72,7 @@ def tighten_wbcs(labels: np.ndarray, rbc_diameter: float, opening: float = WBC_O
         return labels
     out = labels.copy()
     # a removed pixel lies within r_open + r_ero of a non-WBC pixel, so the window holds its nearest
-    for win, part in _windows(removed, int(math.ceil(r_open + r_ero)) + 2):
+    for win, part in _windows(removed, math.ceil(r_open + r_ero) + 2):
         m = wbc[win]
         if m.all():  # no non-WBC pixel in reach: glass
             out[win][part] = 0
