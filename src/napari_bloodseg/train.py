@@ -302,6 +302,12 @@ def train(
         model, info = load_checkpoint(out / "last.safetensors")
         saved = torch.load(state_path, map_location="cpu", weights_only=True)
         state = TrainState(**json.loads(saved["state"]))
+        t = info.training
+        if t.get("epoch", 0) > state.epoch:
+            # stopped between writing the checkpoint and the state: the checkpoint is the newer, and it
+            # carries the counters (the optimizer's moments stay one epoch old)
+            state = TrainState(epoch=t["epoch"], best_accuracy=t["best_val_accuracy"], best_miou=t["best_val_miou"],
+                               lowest_val_loss=t["lowest_val_loss"], history=list(t["history"]))
         weights = saved["class_weights"]
         config = type(config)(**{**asdict(config), **json.loads(saved["config"]), "epochs": config.epochs})
     else:
