@@ -9,6 +9,8 @@ from napari_bloodseg.cells import GROUPS, MIN_AREA, find_cells, summarize
 from napari_bloodseg.classes import BloodClass
 from napari_bloodseg.render import render_smear
 
+from drawing import disk
+
 
 def _truth(smear, rbc_diameter=36.0):
     """Rendered cells, less slivers cut by the border below the smallest area counted."""
@@ -158,20 +160,16 @@ def test_run_summary_totals_flags_and_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.csv", "summary.json"]  # no temporary files left
 
 
-def _disk(shape, centre, radius):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
-
 
 def test_wbc_fringe_along_a_neighbouring_rbc_neither_inflates_the_wbc_nor_counts():
     """A thin WBC-class rim the model draws round an RBC touching a WBC stays out of the WBC's box."""
     d = 36.0
     labels = np.zeros((200, 300), np.uint8)
-    rbc = _disk(labels.shape, (100, 190), d / 2)
+    rbc = disk(labels.shape, (100, 190), d / 2)
     labels[rbc] = BloodClass.HEALTHY_RBC
-    rim = _disk(labels.shape, (100, 190), d / 2 + 3) & ~rbc
+    rim = disk(labels.shape, (100, 190), d / 2 + 3) & ~rbc
     labels[rim] = BloodClass.NEUTROPHIL
-    wbc = _disk(labels.shape, (100, 130), 0.75 * d)
+    wbc = disk(labels.shape, (100, 130), 0.75 * d)
     labels[wbc] = BloodClass.NEUTROPHIL
     _, records = find_cells(labels, d)
     wbcs = [r for r in records if r.class_id == BloodClass.NEUTROPHIL]
@@ -184,7 +182,7 @@ def test_wbc_fringe_along_a_neighbouring_rbc_neither_inflates_the_wbc_nor_counts
 def test_wbc_class_specks_smaller_than_a_lymphocyte_are_not_counted():
     d = 36.0
     labels = np.zeros((200, 300), np.uint8)
-    labels[_disk(labels.shape, (100, 60), 0.6 * d / 2)] = BloodClass.BASOPHIL  # 0.36 x an RBC's area: a speck
-    labels[_disk(labels.shape, (100, 200), 0.5 * d)] = BloodClass.LYMPHOCYTE  # an RBC across: a small lymphocyte
+    labels[disk(labels.shape, (100, 60), 0.6 * d / 2)] = BloodClass.BASOPHIL  # 0.36 x an RBC's area: a speck
+    labels[disk(labels.shape, (100, 200), 0.5 * d)] = BloodClass.LYMPHOCYTE  # an RBC across: a small lymphocyte
     _, records = find_cells(labels, d)
     assert [r.class_name for r in records] == ["lymphocyte"]

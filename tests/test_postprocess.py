@@ -6,20 +6,18 @@ import pytest
 from napari_bloodseg.classes import BloodClass
 from napari_bloodseg.postprocess import tighten_wbcs
 
+from drawing import disk
 
-def _disk(shape, centre, radius):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
 
 
 def test_spur_along_an_rbc_takes_the_rbc_class_and_the_wbc_body_stays():
     d = 36.0
     labels = np.zeros((160, 240), np.uint8)
-    rbc = _disk(labels.shape, (80, 160), d / 2)
+    rbc = disk(labels.shape, (80, 160), d / 2)
     labels[rbc] = BloodClass.HEALTHY_RBC
-    spur = _disk(labels.shape, (80, 160), d / 2) & ~_disk(labels.shape, (80, 160), d / 2 - 3)  # RBC's rim
+    spur = disk(labels.shape, (80, 160), d / 2) & ~disk(labels.shape, (80, 160), d / 2 - 3)  # RBC's rim
     labels[spur] = BloodClass.NEUTROPHIL
-    wbc = _disk(labels.shape, (80, 100), 0.75 * d)
+    wbc = disk(labels.shape, (80, 100), 0.75 * d)
     labels[wbc] = BloodClass.NEUTROPHIL
     before = labels.copy()
     out = tighten_wbcs(labels, d)
@@ -42,7 +40,7 @@ def test_wbc_filling_the_whole_map_is_kept_and_a_speck_becomes_glass():
     full = np.full((120, 120), BloodClass.LYMPHOCYTE, np.uint8)
     assert (tighten_wbcs(full, d) == BloodClass.LYMPHOCYTE).all()  # no edge inside the map: nothing shaved
     speck = np.zeros((120, 120), np.uint8)
-    speck[_disk(speck.shape, (60, 60), 5)] = BloodClass.BASOPHIL  # thinner than the opening
+    speck[disk(speck.shape, (60, 60), 5)] = BloodClass.BASOPHIL  # thinner than the opening
     assert (tighten_wbcs(speck, d) == 0).all()
 
 
