@@ -47,3 +47,19 @@ def test_wbc_filling_the_whole_map_is_kept_and_a_speck_becomes_glass():
 def test_negative_sizes_are_refused():
     with pytest.raises(ValueError, match="opening and erosion"):
         tighten_wbcs(np.zeros((8, 8), np.uint8), 36.0, opening=-1)
+
+
+@pytest.mark.parametrize("radius", [3.0, 6.5, 9.0, 12.25])
+def test_the_smallest_part_an_opening_keeps_is_kept_and_a_pixel_less_goes(radius):
+    from napari_bloodseg.postprocess import shrink_mask
+
+    yy, xx = np.mgrid[:60, :60]
+    d2 = (yy - 30) ** 2 + (xx - 30) ** 2
+    exact = d2 <= radius**2  # the lattice disc: the opening's own structuring element, fewer than pi r^2 pixels at some r
+    assert np.array_equal(shrink_mask(exact, radius), exact)
+    nicked = exact.copy()
+    nicked[30, 30 + int(radius)] = False  # one rim pixel less: no disc fits any more
+    assert not shrink_mask(nicked, radius).any()
+    specks = np.zeros((60, 60), bool)
+    specks[5:8, 5:8] = specks[50:52, 40:43] = True
+    assert not shrink_mask(exact | specks, radius)[specks].any()

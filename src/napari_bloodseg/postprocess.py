@@ -27,16 +27,23 @@ def _inside(mask: np.ndarray, r: float) -> np.ndarray:
     return ndi.distance_transform_edt(mask) > r if not mask.all() else mask
 
 
-def _windows(mask: np.ndarray, pad: int):
+def _windows(mask: np.ndarray, pad: int, min_area: float = 0.0, border_is_edge: bool = True):
     """(window, part) per connected part of ``mask``: its bounding box grown by ``pad`` (clipped to
-    the image), and the part's pixels in it."""
-    comp, _ = ndi.label(mask)
+    the image), and the part's pixels in it. Parts under ``min_area`` pixels are left out, except
+    at the image border when it is not an edge (the part may go on beyond it)."""
+    comp, n = ndi.label(mask)
     h, w = mask.shape
+    area = np.bincount(comp.ravel(), minlength=n + 1) if min_area > 0 else None
     for i, sl in enumerate(ndi.find_objects(comp), 1):
-        if sl is not None:
-            win = (slice(max(0, sl[0].start - pad), min(h, sl[0].stop + pad)),
-                   slice(max(0, sl[1].start - pad), min(w, sl[1].stop + pad)))
-            yield win, comp[win] == i
+        if sl is None:
+            continue
+        if area is not None and area[i] < min_area:
+            at_border = sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w
+            if border_is_edge or not at_border:
+                continue
+        win = (slice(max(0, sl[0].start - pad), min(h, sl[0].stop + pad)),
+               slice(max(0, sl[1].start - pad), min(w, sl[1].stop + pad)))
+        yield win, comp[win] == i
 
 
 def shrink_mask(mask: np.ndarray, opening: float, erosion: float = 0.0, border_is_edge: bool = False) -> np.ndarray:
@@ -46,7 +53,9 @@ def shrink_mask(mask: np.ndarray, opening: float, erosion: float = 0.0, border_i
     (then a strip along the border is as thin as it looks)."""
     keep = np.zeros_like(mask, dtype=bool)
     pad = math.ceil(opening + erosion) + 2
-    for win, part in _windows(mask, pad):
+    # a part that cannot hold the disc goes whole; the disc holds at least pi (r - 1/sqrt 2)^2 pixels
+    min_area = math.pi * max(0.0, opening - math.sqrt(0.5)) ** 2
+    for win, part in _windows(mask, pad, min_area, border_is_edge):
         k = np.pad(mask[win], pad, mode="constant" if border_is_edge else "edge")
         if opening > 0:
             core = _inside(k, opening)
