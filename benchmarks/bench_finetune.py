@@ -139,7 +139,8 @@ def score_synthetic(model: str | Path | None, dataset) -> dict:
 
 def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
                   work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
-                  log: Callable[[str], None] = print, freeze_encoder: bool = True) -> dict:
+                  log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = 1e-4,
+                  mix_fraction: float = 0.5) -> dict:
     """Every k: write its correction pairs, fine-tune, score; the 'before' scores once."""
     t0 = time.time()
     score_fields, corrections = pick_fields(fields, ks, n_score)
@@ -155,12 +156,12 @@ def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | N
         pairs_dir = write_pairs(pairs, work / f"k{k}" / "pairs")
         log(f"k={k}: {len(pairs)} correction fields, fine-tuning {minutes} min")
         rep = fine_tune(init, pairs_dir, work / f"k{k}" / "run", minutes, synth_dir=synth or PROCEDURAL, holdout=0,
-                        device="cpu", overwrite=True, freeze_encoder=freeze_encoder)
+                        device="cpu", overwrite=True, freeze_encoder=freeze_encoder, lr=lr, mix_fraction=mix_fraction)
         ckpt = rep["checkpoint"]
         run = {"source": source, "k": k, "minutes": minutes, "fields": sorted(pairs), "before": before,
                "after": score_real(ckpt, score_fields, score_pairs, source),
                "synthetic_before": synthetic_before, "synthetic_after": score_synthetic(ckpt, synth_test),
-               "steps": rep["steps"], "seconds_training": rep["seconds_training"], "checkpoint": ckpt}
+               "lr": lr, "mix_fraction": mix_fraction, "steps": rep["steps"], "seconds_training": rep["seconds_training"], "checkpoint": ckpt}
         log(f"after: {json.dumps(run['after'])}\n  synthetic {json.dumps(run['synthetic_after'])}")
         runs.append(run)
     import torch
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint to start from (default: the shipped model)")
     ap.add_argument("--train-encoder", action="store_true", help="adapt the encoder too (default: decoder only, "
                     "as bloodseg train --minutes does)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: %(default)s, as bloodseg train --minutes)")
+    ap.add_argument("--mix", type=float, default=0.5, help="share of synthesized tiles per batch (default: %(default)s)")
     ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     ap.add_argument("--work", default=None, help="folder for pairs and runs (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         res = run_benchmark(fields, args.source, args.model, args.k, args.minutes, work, synth, args.score_fields,
-                            args.synth_tiles, log=lambda s: print(s, flush=True), freeze_encoder=not args.train_encoder)
+                            args.synth_tiles, log=lambda s: print(s, flush=True), freeze_encoder=not args.train_encoder,
+                            lr=args.lr, mix_fraction=args.mix)
     if not args.work:
         for r in res["runs"]:
             r["checkpoint"] = None  # gone with the temporary folder

@@ -11,7 +11,7 @@ import pytest
 from skimage.draw import disk
 
 from napari_bloodseg import realmetrics as rm
-from napari_bloodseg.classes import BloodClass
+from napari_bloodseg.classes import CLASS_NAMES, BloodClass
 from napari_bloodseg.realfields import RealField, default_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,13 +114,14 @@ def test_score_field_and_aggregate():
     assert agg["wbc_found_auto"] == pytest.approx(2 / 3)
     assert agg["false_wbc_per_field_auto"] == pytest.approx(0.5)
     assert agg["wbc_type_balanced_acc_auto"] == pytest.approx(0.5)  # eosinophil wrong, neutrophil right
+    assert agg["wbc_type_recall_auto"] == {"eosinophil": 0.0, "neutrophil": 1.0}
     assert agg["rbc_count_err_median_auto"] == pytest.approx(0.1)
     assert agg["n_rbc_fields_auto"] == 2
     assert agg["false_infected_rate_auto"] == pytest.approx(1 / 14)
     assert agg["scale_within_15pct_auto"] == 1.0
     assert agg["scale_err_median_auto"] == pytest.approx((0.1 + 0.025) / 2)
     given = rm.aggregate([s, s2], "zheng1", "given")  # mask source: no box, RBC or scale metrics
-    assert set(given) == {"wbc_dice_given", "wbc_type_balanced_acc_given"}
+    assert set(given) == {"wbc_dice_given", "wbc_type_balanced_acc_given", "wbc_type_recall_given"}
     assert given["wbc_dice_given"] is None
 
 
@@ -164,6 +165,9 @@ def test_bench_real_two_sources_shipped_model(tmp_path):
     for m in (z, b):
         for key, v in m.items():
             if v is None:
+                continue
+            if key.startswith("wbc_type_recall"):  # {class name: recall}
+                assert v and all(n in CLASS_NAMES and 0 <= r <= 1 for n, r in v.items()), key
                 continue
             assert isinstance(v, (int, float)) and v >= 0, key
             if key.startswith(("wbc_dice", "wbc_found", "wbc_type", "false_infected", "scale_within")):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from .classes import RBC_CLASSES, WBC_CLASSES, BloodClass
+from .classes import CLASS_NAMES, RBC_CLASSES, WBC_CLASSES, BloodClass
 from .realfields import SOURCE_RBC_DIAMETER, Box, box_iou
 
 if TYPE_CHECKING:
@@ -140,6 +140,14 @@ def balanced_accuracy(truth_types: Sequence[int], predicted_types: Sequence[int 
     t = np.array([int(v) for v in truth_types])
     p = np.array([-1 if v is None else int(v) for v in predicted_types])
     return float(np.mean([np.mean(p[t == c] == c) for c in np.unique(t)]))
+
+
+def type_recall(truth_types: Sequence[int], predicted_types: Sequence[int | None]) -> dict[str, float]:
+    """{class name: share of its true WBCs given that type}, per true class present (what the
+    balanced accuracy averages)."""
+    t = np.array([int(v) for v in truth_types], int)
+    p = np.array([-1 if v is None else int(v) for v in predicted_types], int)
+    return {CLASS_NAMES[int(c)]: round(float(np.mean(p[t == c] == c)), 4) for c in np.unique(t)}
 
 
 # ---------------------------------------------------------------- RBCs and scale
@@ -289,6 +297,7 @@ def aggregate(scores: Sequence[FieldScore], source: str, mode: str) -> dict[str,
     types = [t for s in scores for t in s.types]
     if types or source in MASK_SOURCES | {"wbc_rpi", "bccd"}:
         out["wbc_type_balanced_acc" + sfx] = balanced_accuracy([t for t, _ in types], [p for _, p in types])
+        out["wbc_type_recall" + sfx] = type_recall([t for t, _ in types], [p for _, p in types])
     if source in RBC_COUNT_SOURCES:
         errs = [s.rbc_count_error for s in scores if s.rbc_count_error is not None]
         out["rbc_count_err_median" + sfx] = _median(errs)
