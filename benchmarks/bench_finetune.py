@@ -139,7 +139,7 @@ def score_synthetic(model: str | Path | None, dataset) -> dict:
 
 def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
                   work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
-                  log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = 1e-4,
+                  log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = 1e-3,
                   mix_fraction: float = 0.5) -> dict:
     """Every k: write its correction pairs, fine-tune, score; the 'before' scores once."""
     t0 = time.time()
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint to start from (default: the shipped model)")
     ap.add_argument("--train-encoder", action="store_true", help="adapt the encoder too (default: decoder only, "
                     "as bloodseg train --minutes does)")
-    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate (default: %(default)s, as bloodseg train --minutes)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s, as bloodseg train --minutes)")
     ap.add_argument("--mix", type=float, default=0.5, help="share of synthesized tiles per batch (default: %(default)s)")
     ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     ap.add_argument("--work", default=None, help="folder for pairs and runs (default: a temporary folder)")

@@ -196,7 +196,7 @@ def fine_tune(
     mix_fraction: float = 0.5,
     holdout: int = 1,
     batch_size: int = 4,
-    lr: float = 1e-4,
+    lr: float = 1e-3,
     device: str = "auto",
     seed: int = 0,
     overwrite: bool = False,

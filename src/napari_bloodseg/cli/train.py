@@ -163,8 +163,8 @@ def add_parser(sub) -> None:
     t.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="tiles per optimizer step (default: 8; 4 with --minutes)")
     t.add_argument("--lr", type=float, default=None,
-                   help="learning rate for the first --lr-drop-epoch epochs (default: 1e-3; with --minutes 1e-4 "
-                   "for 70%% of the budget, then a fifth of it)")
+                   help="learning rate for the first --lr-drop-epoch epochs (default: 1e-3; with --minutes for 70%% "
+                   "of the budget, then a fifth of it)")
     t.add_argument("--lr-late", type=float, default=1e-4, help="learning rate afterwards (default: %(default)s)")
     t.add_argument("--lr-drop-epoch", type=int, default=5, metavar="N",
                    help="epoch after which --lr-late is used (default: %(default)s)")
