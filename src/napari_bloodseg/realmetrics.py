@@ -130,24 +130,27 @@ def wbc_type_majority(pred_labels: np.ndarray, region: np.ndarray | Box) -> int 
     return _WBC_IDS[int(np.argmax(votes))]
 
 
+def _recalls(truth_types: Sequence[int], predicted_types: Sequence[int | None]) -> dict[int, float]:
+    """{true class id: share of its WBCs predicted as it}; a None prediction is wrong."""
+    if len(truth_types) != len(predicted_types):
+        raise ValueError(f"{len(truth_types)} true types but {len(predicted_types)} predictions")
+    t = np.array([int(v) for v in truth_types], int)
+    p = np.array([-1 if v is None else int(v) for v in predicted_types], int)
+    return {int(c): float(np.mean(p[t == c] == c)) for c in np.unique(t)}
+
+
 def balanced_accuracy(truth_types: Sequence[int], predicted_types: Sequence[int | None]) -> float | None:
     """Mean over the true classes present of their recall; a None prediction is wrong.
     None when there is no truth."""
-    if len(truth_types) != len(predicted_types):
-        raise ValueError(f"{len(truth_types)} true types but {len(predicted_types)} predictions")
-    if not truth_types:
-        return None
-    t = np.array([int(v) for v in truth_types])
-    p = np.array([-1 if v is None else int(v) for v in predicted_types])
-    return float(np.mean([np.mean(p[t == c] == c) for c in np.unique(t)]))
+    r = _recalls(truth_types, predicted_types)
+    return float(np.mean(list(r.values()))) if r else None
 
 
-def type_recall(truth_types: Sequence[int], predicted_types: Sequence[int | None]) -> dict[str, float]:
-    """{class name: share of its true WBCs given that type}, per true class present (what the
-    balanced accuracy averages)."""
-    t = np.array([int(v) for v in truth_types], int)
-    p = np.array([-1 if v is None else int(v) for v in predicted_types], int)
-    return {CLASS_NAMES[int(c)]: round(float(np.mean(p[t == c] == c)), 4) for c in np.unique(t)}
+def type_recall(truth_types: Sequence[int], predicted_types: Sequence[int | None]) -> dict[str, float] | None:
+    """{class name: recall} per true class present (what the balanced accuracy averages); None when
+    there is no truth."""
+    r = _recalls(truth_types, predicted_types)
+    return {CLASS_NAMES[c]: round(v, 4) for c, v in r.items()} or None
 
 
 # ---------------------------------------------------------------- RBCs and scale
