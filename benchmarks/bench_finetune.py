@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np
 
-from napari_bloodseg.finetune import PROCEDURAL, fine_tune, labelled_counts, summarize_counts
+from napari_bloodseg.finetune import (LEARNING_RATE, MIX_FRACTION, PROCEDURAL, fine_tune, labelled_counts,
+                                      summarize_counts)
 from napari_bloodseg.realfields import RealField
 from napari_bloodseg.realmetrics import aggregate, heldout_fields, score_field, select_fields
 
@@ -139,8 +140,8 @@ def score_synthetic(model: str | Path | None, dataset) -> dict:
 
 def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
                   work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
-                  log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = 1e-3,
-                  mix_fraction: float = 0.5) -> dict:
+                  log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = LEARNING_RATE,
+                  mix_fraction: float = MIX_FRACTION) -> dict:
     """Every k: write its correction pairs, fine-tune, score; the 'before' scores once."""
     t0 = time.time()
     score_fields, corrections = pick_fields(fields, ks, n_score)
@@ -186,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint to start from (default: the shipped model)")
     ap.add_argument("--train-encoder", action="store_true", help="adapt the encoder too (default: decoder only, "
                     "as bloodseg train --minutes does)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s, as bloodseg train --minutes)")
-    ap.add_argument("--mix", type=float, default=0.5, help="share of synthesized tiles per batch (default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=LEARNING_RATE, help="learning rate (default: %(default)s, as bloodseg train --minutes)")
+    ap.add_argument("--mix", type=float, default=MIX_FRACTION, help="share of synthesized tiles per batch (default: %(default)s)")
     ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     ap.add_argument("--work", default=None, help="folder for pairs and runs (default: a temporary folder)")
     args = ap.parse_args(argv)

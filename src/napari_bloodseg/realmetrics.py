@@ -299,8 +299,9 @@ def aggregate(scores: Sequence[FieldScore], source: str, mode: str) -> dict[str,
         out["false_wbc_per_field" + sfx] = float(np.mean([s.false_wbc for s in scores])) if scores else None
     types = [t for s in scores for t in s.types]
     if types or source in MASK_SOURCES | {"wbc_rpi", "bccd"}:
-        out["wbc_type_balanced_acc" + sfx] = balanced_accuracy([t for t, _ in types], [p for _, p in types])
-        out["wbc_type_recall" + sfx] = type_recall([t for t, _ in types], [p for _, p in types])
+        truth, pred = [t for t, _ in types], [p for _, p in types]
+        out["wbc_type_balanced_acc" + sfx] = balanced_accuracy(truth, pred)
+        out["wbc_type_recall" + sfx] = type_recall(truth, pred)
     if source in RBC_COUNT_SOURCES:
         errs = [s.rbc_count_error for s in scores if s.rbc_count_error is not None]
         out["rbc_count_err_median" + sfx] = _median(errs)
