@@ -261,35 +261,6 @@ def test_bank_scale_is_brought_to_model_scale(tmp_path):
     assert sizes and 30 <= float(np.median(sizes)) <= 42, sizes
 
 
-def _inner_areas(pool, config, cls: int, n: int = 48) -> list[int]:
-    """Pixel areas of the ``cls`` objects not cut by the tile border, over n tiles."""
-    from napari_bloodseg.synth import SynthDataset
-
-    ds = SynthDataset(pool, "train", n, seed=4, config=config)
-    areas = []
-    for i in range(n):
-        si = ds.compose(i, rle=False)
-        for k, o in enumerate(si.objects, start=1):
-            if o["classIdx"] == cls and 0 < o["tlX"] and o["tlX"] + o["bboxW"] < 224 and 0 < o["tlY"] and o["tlY"] + o["bboxH"] < 224:
-                areas.append(int((si.instances == k).sum()))
-    return areas
-
-
-def test_large_lymphocytes_are_enlarged_and_nothing_else(proc_pool):
-    base = SynthConfig.plain(field_size=320, crops_per_field=8, rbc_variants=6)
-    big = SynthConfig.plain(field_size=320, crops_per_field=8, rbc_variants=6, large_lymphocyte_fraction=1.0,
-                            large_lymphocyte_scale=(1.4, 1.4))
-    lym = int(BloodClass.LYMPHOCYTE)
-    a0, a1 = _inner_areas(proc_pool, base, lym), _inner_areas(proc_pool, big, lym)
-    assert len(a0) >= 5 and len(a1) >= 5
-    assert 1.6 <= np.median(a1) / np.median(a0) <= 2.4  # 1.4² in area
-    mono = int(BloodClass.MONOCYTE)
-    m0, m1 = _inner_areas(proc_pool, base, mono), _inner_areas(proc_pool, big, mono)
-    assert 0.8 <= np.median(m1) / np.median(m0) <= 1.25
-    with pytest.raises(ValueError, match="large_lymphocyte_fraction"):
-        SynthConfig(large_lymphocyte_fraction=1.5)
-
-
 # ----------------------------------------------------------------------------- CLI
 def _cli(*args):
     from napari_bloodseg.cli import main
@@ -314,17 +285,6 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert _cli("--procedural", "--per-class", "1", "--out", str(other), "--train", "2", "--overwrite") == 2
     assert "not a synthesized set" in capsys.readouterr().err
     assert (other / "holiday.jpg").exists()
-
-
-def test_cli_large_lymphocytes_recorded_and_checked(tmp_path, capsys):
-    out = tmp_path / "set"
-    assert _cli("--procedural", "--per-class", "1", "--out", str(out), "--train", "2", "--val", "0", "--test", "0",
-                "--large-lymphocytes", "0.5") == 0
-    assert json.loads((out / "synth.json").read_text())["config"]["large_lymphocyte_fraction"] == 0.5
-    bad = tmp_path / "bad"
-    assert _cli("--procedural", "--per-class", "1", "--out", str(bad), "--train", "2", "--large-lymphocytes", "2") == 2
-    assert "large_lymphocyte_fraction must be in [0, 1]" in capsys.readouterr().err
-    assert not bad.exists() or not any(bad.iterdir())
 
 
 def test_cli_reports_missing_classes(tmp_path, capsys):

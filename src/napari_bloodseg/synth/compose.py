@@ -254,8 +254,6 @@ def _compose(pool: SamplePool, plan: _Plan, index: int, fld: _Field, n: int = 0,
         cand = _samples_of(pool, c, plan.split)
         s = cand[int(rng.integers(len(cand)))]
         sc = fld.scale * (1 + float(rng.uniform(-cfg.object_scale_jitter, cfg.object_scale_jitter)))
-        if c == int(BloodClass.LYMPHOCYTE) and cfg.large_lymphocyte_fraction > 0 and rng.random() < cfg.large_lymphocyte_fraction:
-            sc *= float(rng.uniform(*cfg.large_lymphocyte_scale))
         sp = _make_sprite(pool, s, rng, sc, cfg.object_color_jitter)
         if sp is None:
             continue

@@ -49,11 +49,6 @@ class SynthConfig:
     scale_jitter: float = 0.08  # per-field magnification factor in [1 - j, 1 + j]
     object_scale_jitter: float = 0.05  # per object, on top of the field's
     object_color_jitter: float = 0.04  # per object RGB gain in [1 - j, 1 + j]
-    # Large lymphocytes (10-15 µm, against 7-10 µm for small ones) are common on other labs' smears
-    # but rare in the PBC bank: this share of the lymphocytes pasted is enlarged by a factor drawn
-    # from large_lymphocyte_scale, so that size alone does not read as "monocyte".
-    large_lymphocyte_fraction: float = 0.0
-    large_lymphocyte_scale: tuple[float, float] = (1.2, 1.6)
     field_color_harmony: float = 0.7  # 0..1: pull a field's RBC colours towards one reference sample's
     stain_jitter: float = 0.12  # per image optical-density gain per channel in [1 - j, 1 + j]
     color_jitter: float = 0.05  # per image white-balance gain per channel in [1 - j, 1 + j]
@@ -71,8 +66,7 @@ class SynthConfig:
             raise ValueError(f"crops_per_field must be >= 1, got {self.crops_per_field}")
         if self.rbc_variants < 1:
             raise ValueError(f"rbc_variants must be >= 1, got {self.rbc_variants}")
-        for name in ("rbc_density", "rbc_overlap", "mixed_infected_fraction", "blur", "noise", "thrombocytes",
-                     "large_lymphocyte_scale"):
+        for name in ("rbc_density", "rbc_overlap", "mixed_infected_fraction", "blur", "noise", "thrombocytes"):
             lo, hi = getattr(self, name)
             if not (0 <= lo <= hi):
                 raise ValueError(f"{name} must be a range 0 <= low <= high, got {(lo, hi)}")
@@ -84,8 +78,6 @@ class SynthConfig:
                 raise ValueError(f"{name} must be in [0, 0.5), got {v}")
         if not 0 <= self.field_color_harmony <= 1:
             raise ValueError(f"field_color_harmony must be in [0, 1], got {self.field_color_harmony}")
-        if not 0 <= self.large_lymphocyte_fraction <= 1:
-            raise ValueError(f"large_lymphocyte_fraction must be in [0, 1], got {self.large_lymphocyte_fraction}")
         if not 0 <= self.wbc_cut_fraction <= 1:
             raise ValueError(f"wbc_cut_fraction must be in [0, 1], got {self.wbc_cut_fraction}")
         if not 0 <= self.png_level <= 9:
@@ -95,7 +87,7 @@ class SynthConfig:
     def plain(cls, **kw) -> SynthConfig:
         """The reference recipe without the realism knobs (no jitter, gradient, blur or noise)."""
         base = dict(
-            scale_jitter=0.0, object_scale_jitter=0.0, object_color_jitter=0.0, large_lymphocyte_fraction=0.0, stain_jitter=0.0,
+            scale_jitter=0.0, object_scale_jitter=0.0, object_color_jitter=0.0, stain_jitter=0.0,
             color_jitter=0.0, illumination=0.0, blur=(0.0, 0.0), noise=(0.0, 0.0), field_color_harmony=0.0,
         )
         base.update(kw)
