@@ -48,6 +48,21 @@ def test_one_tile_image_equals_whole_image_inference(tiny):
     assert np.array_equal(res.labels, direct)
 
 
+def test_band_reduction_is_argmax_and_max_of_the_blend():
+    """The per-class pass that turns blended probabilities into labels and confidence equals
+    argmax / max of the weight-normalised probabilities, ties going to the lower class."""
+    rng = np.random.default_rng(0)
+    acc = rng.random((10, 40, 50), dtype=np.float32)
+    acc[3, :5] = acc[7, :5] = 2.0  # ties: class 3 wins
+    wsum = rng.uniform(0.5, 2.0, (40, 50)).astype(np.float32)
+    norm = acc[:, :30] / wsum[:30]
+    labels, conf = np.zeros((40, 50), np.uint8), np.zeros((40, 50), np.uint8)
+    Segmenter._flush(acc.copy(), wsum, labels, conf, 10, 30)
+    assert np.array_equal(labels[10:], norm.argmax(0)) and not labels[:10].any()
+    assert (labels[10:15] == 3).all()
+    assert np.abs(conf[10:].astype(int) - np.clip(norm.max(0) * 255 + 0.5, 0, 255).astype(np.uint8)).max() == 0
+
+
 @pytest.mark.parametrize("tile, shape", [(224, (448, 448)), (256, (448, 592))])
 def test_tiling_matches_whole_image_on_larger_field(tile, shape):
     seg = Segmenter.from_file(None, device="cpu", tile=tile)  # the trained default model

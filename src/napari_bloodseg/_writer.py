@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .classes import IGNORE_INDEX, class_mask, class_table, colorize
+from .classes import IGNORE_INDEX, class_mask, class_table, color_palette
 from .io import write_png
 
 
@@ -22,7 +22,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
             if side.exists():
                 raise FileExistsError(f"{side} already exists (not overwritten)")
     write_png(path, mask, overwrite=True)
-    write_png(color, colorize(mask), overwrite=True)
+    write_png(color, mask, overwrite=True, palette=color_palette())
     table.write_text(json.dumps({"classes": class_table(), "ignore": IGNORE_INDEX, "mask": path.name}, indent=1))
     return [str(path), str(color), str(table)]
 

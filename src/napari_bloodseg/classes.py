@@ -113,12 +113,17 @@ def folder_name(cls: int) -> str:
     return CLASS_NAMES[cls].lower().replace(" ", "_")
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """Class-id map (H, W) → RGB uint8 (H, W, 3); background black, ignore (255) white."""
+def color_palette() -> np.ndarray:
+    """(256, 3) uint8: each class id's colour; background black, ignore (255) white."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:NUM_CLASSES] = CLASS_COLORS
     lut[IGNORE_INDEX] = 255
-    return lut[np.asarray(labels, dtype=np.uint8)]
+    return lut
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """Class-id map (H, W) → RGB uint8 (H, W, 3); background black, ignore (255) white."""
+    return color_palette()[np.asarray(labels, dtype=np.uint8)]
 
 
 def class_mask(data) -> np.ndarray:

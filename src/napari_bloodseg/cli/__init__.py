@@ -27,7 +27,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import CheckpointError
-    from ..classes import colorize
+    from ..classes import color_palette
     from ..infer import Prepared, ScaleMethod, Segmenter, prepare_image
     from ..io import expand_inputs, read_image, read_pixel_size, write_png
     from ..pipeline import WarningsByKey, prefetch
@@ -108,7 +108,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 for text in caught.pop(path):
                     _warn(f"{path}: {text}")
                 write_png(targets[0], result.labels, overwrite=True)
-                write_png(targets[1], colorize(result.labels), overwrite=True)
+                write_png(targets[1], result.labels, overwrite=True, palette=color_palette())
                 msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
                 if args.report:
                     from ..cells import write_report
