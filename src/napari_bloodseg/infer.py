@@ -582,7 +582,7 @@ class Segmenter:
 
     @staticmethod
     def _flush(acc, wsum, labels, conf, row0: int, n: int) -> None:
-        """Reduce the band's first ``n`` rows to labels and confidence (in place: ``acc`` rows spent)."""
+        """Reduce the band's first ``n`` rows to labels and confidence (those rows of ``acc`` are spent)."""
         # one pass per class for both the arg-max and the max (numpy's argmax over the class axis
         # strides across memory: 3x slower); the blend weights are shared by all classes, so they
         # change only the confidence
