@@ -14,7 +14,8 @@ interleaved, median), with the segmentation tile of each ('tile' column: the nai
 keeps the tile of 224 px the code used before issue 14, the default paths the Segmenter's default,
 and 'default (auto), tile 224' separates what the tiles and the backend each give), the ratio of
 each to the naive reference, the marginal time per 2016x2016 field of a `bloodseg segment` batch
-run (pipelined: the next field is read while one runs), and pixel agreement with torch fp32 on
+run (pipelined: the next field is read while one runs) and the time to write one such field's
+class-id and colour PNGs (the colour map indexed, as written, and as RGB), and pixel agreement with torch fp32 on
 rendered fields with ground truth (mIoU change): at the same tiles (what the backend changes) and
 against the tile-224 reference (what the tiles change). The machine's load average is recorded
 with each measurement: compare ratios within one run, not times across runs.
@@ -166,6 +167,30 @@ def batch_marginal(spec: str, n: int, size: int = 2016, rbc_diameter: float | No
             "marginal_seconds_per_field": (times[n] - times[1]) / (n - 1), "tile": SEGMENT_TILE, "load": load()}
 
 
+def write_cost(size: int = 2016, repeats: int = 3) -> dict:
+    """Seconds to write one field's outputs as `bloodseg segment` does: the class-id PNG and the
+    colour map as an indexed-colour PNG, against the colour map as an RGB PNG (before session 16).
+    Medians of ``repeats``, on the default model's map of a rendered field."""
+    from napari_bloodseg.classes import color_palette, colorize
+    from napari_bloodseg.io import write_png
+
+    labels = Segmenter.from_file(None, "cpu").segment(render_smear((size, size), seed=20).image, 36.0).labels
+    ways = {"labels": lambda p: write_png(p, labels, overwrite=True),
+            "colour, indexed": lambda p: write_png(p, labels, overwrite=True, palette=color_palette()),
+            "colour, RGB": lambda p: write_png(p, colorize(labels), overwrite=True)}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in ways.items():
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn(Path(tmp) / "x.png")
+                times.append(time.perf_counter() - t)
+            out[name] = {"seconds": float(np.median(times)), "kb": (Path(tmp) / "x.png").stat().st_size // 1024}
+    out["size"] = size
+    return out
+
+
 def agreement(segs: dict[str, Segmenter], n: int) -> dict:
     """Pixel agreement with torch fp32 on ``n`` rendered 1000x1000 fields: at each path's own tiles
     ('pixel_agreement_same_tiles': what the backend changes) and against the tile-224 reference
@@ -241,6 +266,8 @@ def main() -> None:
     if args.batch_fields > 1:
         report["batch"] = batch_marginal(args.model, args.batch_fields)
         print(json.dumps(report["batch"]), flush=True)
+        report["write"] = write_cost()
+        print(json.dumps(report["write"]), flush=True)
     report["agreement"] = agreement({k: v for k, v in segs.items() if k != "default (auto)"}, args.agreement_fields)
     print(json.dumps(report["agreement"]), flush=True)
     print("\nsummary")
@@ -254,6 +281,10 @@ def main() -> None:
         b = report["batch"]
         print(f"  batch of {b['fields']} {b['size']}x{b['size']} fields (default backend, RBC diameter {b['rbc_diameter']}): "
               f"{b['marginal_seconds_per_field']:.2f} s marginal per field")
+    if "write" in report:
+        w = report["write"]
+        print(f"  writing a {w['size']}x{w['size']} field's maps: " + ", ".join(
+            f"{k} {v['seconds']:.3f} s ({v['kb']} KB)" for k, v in w.items() if k != "size"))
     for name, a in report["agreement"].items():
         if name != "fields":
             print(f"  {name:<24} tile {a['tile']}: vs torch fp32 same tiles {100 * a['pixel_agreement_same_tiles']:.3f} %, "
