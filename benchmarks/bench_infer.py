@@ -15,9 +15,9 @@ keeps the tile of 224 px the code used before issue 14, the default paths the Se
 and 'default (auto), tile 224' separates what the tiles and the backend each give), the ratio of
 each to the naive reference, the marginal time per 2016x2016 field of a `bloodseg segment` batch
 run (pipelined: the next field is read while one runs) and the time to write one such field's
-class-id and colour PNGs (the colour map indexed, as written, and as RGB), and pixel agreement with torch fp32 on
-rendered fields with ground truth (mIoU change): at the same tiles (what the backend changes) and
-against the tile-224 reference (what the tiles change). The machine's load average is recorded
+class-id and colour PNGs (the colour map indexed, as written, and as RGB), and pixel agreement
+with torch fp32 on rendered fields with ground truth (mIoU change): at the same tiles (what the
+backend changes) and against the tile-224 reference (what the tiles change). The machine's load average is recorded
 with each measurement: compare ratios within one run, not times across runs.
 """
 
