@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tile", type=int, default=None,
                     help="largest segmentation tile (default: the Segmenter's; 224 is the layout before issue 14)")
     ap.add_argument("--quick", action="store_true", help=f"{realmetrics.QUICK_PER_SOURCE} fields per source")
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                    help="what runs the network (default: %(default)s, as in bloodseg segment)")
     args = ap.parse_args(argv)
 
     from napari_bloodseg.infer import Segmenter
@@ -82,8 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     per_source = realmetrics.QUICK_PER_SOURCE if args.quick and args.per_source is None else args.per_source
     sheet_dir = args.sheet or args.out.parent / "real_sheet"
     t0 = time.perf_counter()
-    seg = Segmenter.from_file(args.model, args.device, tta=args.tta, **({"tile": args.tile} if args.tile else {}))
-    result: dict = {"model": str(args.model) if args.model else "default", "tile": seg.tile, "sources": {}, "seconds": 0.0}
+    seg = Segmenter.from_file(args.model, args.device, tta=args.tta, backend=args.backend,
+                              **({"tile": args.tile} if args.tile else {}))
+    result: dict = {"model": str(args.model) if args.model else "default", "tile": seg.tile, "backend": seg.backend_text,
+                    "sources": {}, "seconds": 0.0}
     for s in sources:
         print(f"{s} ...", flush=True)
         result["sources"][s] = run_source(seg, s, data, per_source, sheet_dir)

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of " + ",".join(SOURCES))
     ap.add_argument("--method", default="network", choices=["network", "classical"])
     ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                    help="what runs the network (default: %(default)s, as in bloodseg segment)")
     args = ap.parse_args(argv)
 
     from napari_bloodseg.infer import Segmenter
@@ -60,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     data = args.data or default_data_dir()
     if not data.is_dir():
         ap.error(f"no data folder {data}")
-    seg = Segmenter.from_file(args.model, "cpu", scale_method=args.method)
-    result: dict = {"model": str(args.model or "default"), "method": args.method, "sources": {}}
+    seg = Segmenter.from_file(args.model, "cpu", scale_method=args.method, backend=args.backend)
+    result: dict = {"model": str(args.model or "default"), "method": args.method, "backend": seg.backend_text,
+                    "sources": {}}
     for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
         fields = [f for f in realmetrics.heldout_fields(source, data) if f.rbc_diameter]
         chosen = realmetrics.select_fields(fields, args.per_source)

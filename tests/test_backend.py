@@ -111,16 +111,28 @@ def test_compiled_once_per_checkpoint(tiny_checkpoint):
 
 def test_auto_backend(tiny_model, monkeypatch):
     openvino = pytest.importorskip("openvino")
+    from napari_bloodseg import infer
+
     cpu = torch.device("cpu")
+    monkeypatch.setattr(infer, "cpu_has_amx", lambda: False)
     assert resolve_backend("auto", cpu) is Backend.OPENVINO
     assert resolve_backend("auto", cpu, fast=False) is Backend.TORCH  # the naive reference path stays torch
     assert resolve_backend("auto", torch.device("cuda")) is Backend.TORCH
     assert resolve_backend("torch", cpu) is Backend.TORCH
     with pytest.raises(ValueError, match="runs on the CPU"):
         resolve_backend("openvino", torch.device("cuda"))
+    model, info = tiny_model
+    # a CPU with AMX: torch's bf16 is the faster path, unless fp32 is asked for
+    monkeypatch.setattr(infer, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(infer, "cpu_has_native_bf16", lambda: True)
+    assert resolve_backend("auto", cpu) is Backend.TORCH
+    assert resolve_backend("auto", cpu, precision="fp32") is Backend.OPENVINO
+    assert resolve_backend("openvino", cpu) is Backend.OPENVINO  # asked for by name: always OpenVINO
+    amx = Segmenter(model, info, "cpu")
+    assert amx.backend is Backend.TORCH and amx.backend_text == "torch bf16"
+    monkeypatch.setattr(infer, "cpu_has_amx", lambda: False)
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_backend("auto", cpu) is Backend.TORCH
-    model, info = tiny_model
     assert Segmenter(model, info, "cpu").backend is Backend.TORCH
     monkeypatch.setitem(sys.modules, "openvino", openvino)
     assert Segmenter(model, info, "cpu").backend is Backend.OPENVINO

@@ -38,7 +38,7 @@ class Precision(str, Enum):
 class Backend(str, Enum):
     """What runs the network. OpenVINO (CPU only) needs ``pip install 'napari-bloodseg[openvino]'``."""
 
-    AUTO = "auto"  # OpenVINO on the CPU when installed, else torch; always torch on CUDA and MPS
+    AUTO = "auto"  # OpenVINO on the CPU when installed, torch bf16 on CPUs with AMX, else torch; torch on GPUs
     TORCH = "torch"
     OPENVINO = "openvino"
 
@@ -131,6 +131,12 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(c()) for c in checks if c is not None)
 
 
+def cpu_has_amx() -> bool:
+    """Intel AMX tiles (Sapphire Rapids and later), where torch runs bf16 convolutions on the tiles."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check()) if check is not None else False
+
+
 def resolve_precision(precision: str | Precision, device: torch.device) -> torch.dtype:
     """The compute dtype for ``precision`` on ``device`` ('auto': the fastest that keeps results)."""
     try:
@@ -146,9 +152,12 @@ def resolve_precision(precision: str | Precision, device: torch.device) -> torch
     return {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}[p]
 
 
-def resolve_backend(backend: str | Backend, device: torch.device, fast: bool = True) -> Backend:
+def resolve_backend(backend: str | Backend, device: torch.device, fast: bool = True,
+                    precision: str | Precision = "auto") -> Backend:
     """The backend that runs on ``device``: 'auto' → OpenVINO on the CPU when it is installed (and the
-    fast path is on), else torch. 'openvino' on a GPU, or without OpenVINO installed → ValueError."""
+    fast path is on), except on CPUs with AMX when the precision comes out bf16: there torch's bf16
+    convolutions on the AMX tiles were 2x OpenVINO fp32 (benchmarks/bench_infer.py, README);
+    else torch. 'openvino' on a GPU, or without OpenVINO installed → ValueError."""
     b = _backend(backend)
     if b is Backend.TORCH:
         return b
@@ -156,6 +165,8 @@ def resolve_backend(backend: str | Backend, device: torch.device, fast: bool = T
 
     if b is Backend.AUTO:
         cpu = device.type == "cpu" and fast
+        if cpu and cpu_has_amx() and resolve_precision(precision, device) == torch.bfloat16:
+            return Backend.TORCH
         return Backend.OPENVINO if cpu and backend_openvino.available() else Backend.TORCH
     if device.type != "cpu":
         raise ValueError(f"backend 'openvino' runs on the CPU, not on {device.type}; use device 'cpu' or backend 'torch'")
@@ -172,7 +183,7 @@ def inference_module(model: UNet, device: torch.device, backend: str | Backend =
     ``normalise`` (mean, std): an OpenVINO module also maps uint8 tiles to probabilities itself
     (``module.probs``). An OpenVINO failure under 'auto' falls back to torch with a warning."""
     resolve_precision(precision, device)  # validates the name for both backends
-    chosen = resolve_backend(backend, device, fast)
+    chosen = resolve_backend(backend, device, fast, precision)
     model = model.to(device).eval()
     if chosen is Backend.OPENVINO:
         from .backend_openvino import openvino_module

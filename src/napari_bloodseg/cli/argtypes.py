@@ -38,4 +38,5 @@ def positive_float(text: str) -> float:
 BACKENDS = ["auto", "torch", "openvino"]
 BACKEND_HELP = ("what runs the network: torch, or OpenVINO (CPU only, faster than torch on most CPUs; "
                 "pip install 'napari-bloodseg[openvino]'); auto = OpenVINO on the CPU when it is installed, "
-                "else torch, and always torch on a CUDA or MPS GPU (default: %(default)s)")
+                "except torch bf16 on CPUs with Intel AMX (faster there), else torch, and always torch on a "
+                "CUDA or MPS GPU (default: %(default)s)")

@@ -55,7 +55,8 @@ class SegmentWidget(WorkerDock, Container):
             label="backend", choices=["auto", "torch", "openvino"], value="auto",
             tooltip="What runs the model. openvino: faster on a CPU (often about twice), needs "
             "pip install 'napari-bloodseg[openvino]'; torch: PyTorch, also on GPUs; "
-            "auto: openvino on the CPU when it is installed, otherwise torch",
+            "auto: openvino on the CPU when it is installed (torch on CPUs with Intel AMX, where "
+            "torch is faster), otherwise torch",
         )
         self._auto_d = CheckBox(text="estimate RBC diameter", value=True,
                                 tooltip="Measure the typical healthy red cell size in the image")
