@@ -153,7 +153,8 @@ def test_bench_real_two_sources_shipped_model(tmp_path):
     result = bench.main(["--sources", "zheng2,bccd", "--per-source", "2", "--out", str(out)])
     on_disk = json.loads(out.read_text())
     assert on_disk == result
-    assert set(on_disk) == {"model", "tile", "sources", "seconds"} and on_disk["model"] == "default"
+    assert set(on_disk) == {"model", "tile", "backend", "sources", "seconds"} and on_disk["model"] == "default"
+    assert on_disk["backend"].split()[0] in ("torch", "openvino")  # what ran the network, e.g. 'torch bf16'
     z, b = on_disk["sources"]["zheng2"], on_disk["sources"]["bccd"]
     for mode in ("auto", "given"):
         assert {f"wbc_dice_{mode}", f"wbc_type_balanced_acc_{mode}"} <= set(z)
