@@ -2,7 +2,7 @@
 # Fine-tune the default model for real fields on a GPU machine, in two steps that fit the
 # device tool's 64 MiB transfer limit (the bank and the packed real pairs travel separately;
 # the synthesized set stays on the machine between the two calls):
-#   [WBC_JITTER=0.25] bash scripts/train_real_gpu.sh synth BANK [TRAIN_TILES] [SEED]
+#   bash scripts/train_real_gpu.sh synth BANK [TRAIN_TILES] [SEED]
 #   [LR=5e-4] [LR_LATE=1e-4] [DROP_AT=0.6] [REAL_REPEAT=20] [FREEZE_ENCODER=1] \
 #     bash scripts/train_real_gpu.sh train PACKED_PAIRS OUT MINUTES [INIT]
 # PACKED_PAIRS comes from `python scripts/pairs_pack.py pack PAIRS PACKED_PAIRS` (pairs from
@@ -17,7 +17,7 @@ python -c "import torch; print('torch', torch.__version__, torch.cuda.get_device
 case $1 in
 synth)
   python -m napari_bloodseg.cli synth --bank "$2" --out "$ROOT" --train "${3:-40000}" --val 300 --test 0 \
-    --seed "${4:-3}" --workers "$CPUS" ${WBC_JITTER:+--wbc-scale-jitter "$WBC_JITTER"} -q
+    --seed "${4:-3}" --workers "$CPUS" -q
   echo "synthesized in $(( $(date +%s) - T0 )) s" ;;
 train)
   [ -f "$ROOT/synth.json" ] || { echo "no synthesized set in $ROOT: run the synth step first"; exit 3; }

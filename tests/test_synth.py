@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -260,34 +259,6 @@ def test_bank_scale_is_brought_to_model_scale(tmp_path):
            and 0 < o["tlX"] and o["tlX"] + o["bboxW"] < 224 and 0 < o["tlY"] and o["tlY"] + o["bboxH"] < 224]
     sizes = [max(o["bboxW"], o["bboxH"]) for o in rbc]
     assert sizes and 30 <= float(np.median(sizes)) <= 42, sizes
-
-
-def _wbc_areas(pool: SamplePool, config: SynthConfig, n: int) -> np.ndarray:
-    """Pixel areas of the WBCs not cut by the tile border in n composed tiles."""
-    wbc = {int(c) for c in (BloodClass.EOSINOPHIL, BloodClass.BASOPHIL, BloodClass.NEUTROPHIL,
-                            BloodClass.LYMPHOCYTE, BloodClass.MONOCYTE)}
-    areas = []
-    for i in range(n):
-        si = compose_image(pool, "train", i, seed=4, config=config)
-        for k, o in enumerate(si.objects, start=1):
-            inside = 0 < o["tlX"] and o["tlX"] + o["bboxW"] < 224 and 0 < o["tlY"] and o["tlY"] + o["bboxH"] < 224
-            if o["classIdx"] in wbc and inside:
-                areas.append((si.instances == k).sum())
-    return np.array(areas, float)
-
-
-def test_wbc_scale_jitter_varies_wbc_sizes_only_when_on(proc_pool):
-    off = compose_image(proc_pool, "train", 3, seed=4, config=FAST)
-    again = compose_image(proc_pool, "train", 3, seed=4, config=replace(FAST, wbc_scale_jitter=0.0))
-    assert np.array_equal(off.image, again.image)  # off: the same tiles as before the option existed
-    plain = SynthConfig.plain(field_size=320, crops_per_field=8, rbc_variants=6)
-    jit = SynthConfig.plain(field_size=320, crops_per_field=8, rbc_variants=6, wbc_scale_jitter=0.45)
-    a, b = _wbc_areas(proc_pool, plain, 60), _wbc_areas(proc_pool, jit, 60)
-    assert len(a) > 10 and len(b) > 10
-    # +-45 % in diameter (0.3-2.1x in area) on top of the spread between cells and types
-    assert np.std(np.log(b)) > 1.3 * np.std(np.log(a)), (np.std(np.log(a)), np.std(np.log(b)))
-    with pytest.raises(ValueError, match="wbc_scale_jitter"):
-        SynthConfig(wbc_scale_jitter=0.6)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -42,9 +42,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="turn the realism knobs off: no stain/colour jitter, gradient, blur, noise, scale jitter (default: on)")
     p.add_argument("--field-size", type=positive_int, default=None, metavar="PX", help="side of the square RBC background fields tiles are cropped from (default: 1000)")
     p.add_argument("--crops-per-field", type=positive_int, default=None, metavar="N", help="tiles cropped from each background field (default: 32)")
-    p.add_argument("--wbc-scale-jitter", type=float, default=None, metavar="J",
-                   help="each WBC drawn at 1±J (uniform) times its size next to the RBCs, so the WBC type is learned "
-                        "from the cell's look more than its size (default: 0, off; e.g. 0.2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no closing summary line")
     p.set_defaults(func=cmd_synth)
     return p
@@ -76,8 +73,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
             kw["field_size"] = args.field_size
         if args.crops_per_field is not None:
             kw["crops_per_field"] = args.crops_per_field
-        if args.wbc_scale_jitter is not None:
-            kw["wbc_scale_jitter"] = args.wbc_scale_jitter
         config = SynthConfig.plain(**kw) if args.plain else SynthConfig(**kw)
         pool = SamplePool.procedural(args.per_class, seed=args.seed) if args.procedural else SamplePool.from_bank_dir(args.bank)
     except ValueError as e:

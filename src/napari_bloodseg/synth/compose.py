@@ -254,8 +254,6 @@ def _compose(pool: SamplePool, plan: _Plan, index: int, fld: _Field, n: int = 0,
         cand = _samples_of(pool, c, plan.split)
         s = cand[int(rng.integers(len(cand)))]
         sc = fld.scale * (1 + float(rng.uniform(-cfg.object_scale_jitter, cfg.object_scale_jitter)))
-        if cfg.wbc_scale_jitter > 0 and c in WBC_CLASSES:  # drawn only when on: old sets stay byte-identical
-            sc *= 1 + float(rng.uniform(-cfg.wbc_scale_jitter, cfg.wbc_scale_jitter))
         sp = _make_sprite(pool, s, rng, sc, cfg.object_color_jitter)
         if sp is None:
             continue

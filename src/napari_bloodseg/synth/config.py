@@ -48,9 +48,6 @@ class SynthConfig:
     wbc_cut_fraction: float = 0.25  # WBCs/platelets placed anywhere (may be cut by the border)
     scale_jitter: float = 0.08  # per-field magnification factor in [1 - j, 1 + j]
     object_scale_jitter: float = 0.05  # per object, on top of the field's
-    # per WBC, on top of both: a WBC's size next to the RBCs differs between labs and smear
-    # thickness (Zheng's lymphocytes look larger than PBC's), so type should not rest on size alone
-    wbc_scale_jitter: float = 0.0
     object_color_jitter: float = 0.04  # per object RGB gain in [1 - j, 1 + j]
     field_color_harmony: float = 0.7  # 0..1: pull a field's RBC colours towards one reference sample's
     stain_jitter: float = 0.12  # per image optical-density gain per channel in [1 - j, 1 + j]
@@ -75,8 +72,7 @@ class SynthConfig:
                 raise ValueError(f"{name} must be a range 0 <= low <= high, got {(lo, hi)}")
         if self.rbc_density[1] > 0.95 or self.rbc_overlap[1] >= 0.9:
             raise ValueError("rbc_density high must be <= 0.95 and rbc_overlap high < 0.9")
-        for name in ("scale_jitter", "object_scale_jitter", "wbc_scale_jitter", "object_color_jitter", "stain_jitter",
-                     "color_jitter", "illumination"):
+        for name in ("scale_jitter", "object_scale_jitter", "object_color_jitter", "stain_jitter", "color_jitter", "illumination"):
             v = getattr(self, name)
             if not 0 <= v < 0.5:
                 raise ValueError(f"{name} must be in [0, 0.5), got {v}")
