@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_bloodseg import realmetrics
+from napari_bloodseg.cli.argtypes import BACKEND_HELP, BACKENDS
 from napari_bloodseg.realfields import SOURCES, default_data_dir
 
 TABLE = [  # (column, metric key)
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tile", type=int, default=None,
                     help="largest segmentation tile (default: the Segmenter's; 224 is the layout before issue 14)")
     ap.add_argument("--quick", action="store_true", help=f"{realmetrics.QUICK_PER_SOURCE} fields per source")
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                    help="what runs the network (default: %(default)s, as in bloodseg segment)")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     args = ap.parse_args(argv)
 
     from napari_bloodseg.infer import Segmenter

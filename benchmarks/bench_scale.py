@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_bloodseg import realmetrics
+from napari_bloodseg.cli.argtypes import BACKEND_HELP, BACKENDS
 from napari_bloodseg.realfields import SOURCES, default_data_dir
 
 
@@ -53,8 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of " + ",".join(SOURCES))
     ap.add_argument("--method", default="network", choices=["network", "classical"])
     ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
-    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                    help="what runs the network (default: %(default)s, as in bloodseg segment)")
+    ap.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     args = ap.parse_args(argv)
 
     from napari_bloodseg.infer import Segmenter

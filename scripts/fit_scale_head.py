@@ -97,14 +97,10 @@ def main() -> None:
     ap.add_argument("--ensemble-with", default=None,
                     help="checkpoint whose size model is averaged with the fitted one (equal weight)")
     ap.add_argument("--no-loo", action="store_true", help="skip the leave-one-source-out report")
-    ap.add_argument("--window", type=int, default=None,
-                    help="window side in model px the size model reads (default: the checkpoint's, else 224)")
     ap.add_argument("--seeds", type=int, default=4, help="heads averaged (an ensemble stored as one head)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     seg = Segmenter.from_file(args.model, "cpu")
-    if args.window:
-        seg.scale_window = args.window
     train_d, tile = float(seg.info.rbc_diameter_px), seg.scale_window
     if args.cache and args.cache.is_file():
         z = np.load(args.cache)

@@ -126,15 +126,19 @@ def resolve_device(device: str | Device = "auto") -> torch.device:
     return torch.device(str(device).lower())
 
 
-def cpu_has_native_bf16() -> bool:
-    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(bool(c()) for c in checks if c is not None)
+def _cpu_supports(check: str) -> bool:
+    """One of torch.cpu's private feature probes; False where this torch lacks it."""
+    probe = getattr(torch.cpu, check, None)
+    return bool(probe()) if probe is not None else False
 
 
 def cpu_has_amx() -> bool:
     """Intel AMX tiles (Sapphire Rapids and later), where torch runs bf16 convolutions on the tiles."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(check()) if check is not None else False
+    return _cpu_supports("_is_amx_tile_supported")
+
+
+def cpu_has_native_bf16() -> bool:
+    return _cpu_supports("_is_avx512_bf16_supported") or cpu_has_amx()
 
 
 def resolve_precision(precision: str | Precision, device: torch.device) -> torch.dtype:
