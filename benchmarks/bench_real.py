@@ -3,12 +3,14 @@
 
     python benchmarks/bench_real.py [--model CKPT] [--data DIR] [--out real.json] [--sheet DIR]
                                     [--per-source N] [--sources a,b] [--tta none] [--quick]
-                                    [--tile PX]
+                                    [--tile PX] [--shared-batch B]
 
 For every source of napari_bloodseg.realfields (held-out fields only; an evenly spread subset,
 stratified by WBC type for wbc_rpi) each field is segmented at automatic and at given (truth) RBC
-scale and scored (napari_bloodseg.realmetrics). Writes one JSON
-``{"model": ..., "tile": px, "sources": {NAME: {METRIC_auto: v, METRIC_given: v, ..., "n": N}}, "seconds": s}``,
+scale and scored (napari_bloodseg.realmetrics), and then in runs of B fields (name order) at one
+shared scale, the median of the run's automatic estimates (``bloodseg segment --shared-scale``).
+Writes one JSON ``{"model": ..., "tile": px, "sources": {NAME: {METRIC_auto: v, METRIC_given: v,
+METRIC_shared: v, ..., "n": N}}, "seconds": s}``,
 a picture sheet per source (``<sheet>/<source>.png``: image | auto overlay | given overlay) and
 prints a table. The default subset sizes take about 10 minutes on 2 CPU cores.
 """
@@ -33,24 +35,30 @@ TABLE = [  # (column, metric key)
 ]
 
 
-def run_source(segmenter, source: str, data: Path, per_source: int | None, sheet_dir: Path | None) -> dict:
+def run_source(segmenter, source: str, data: Path, per_source: int | None, sheet_dir: Path | None,
+               shared_batch: int | None = realmetrics.SHARED_BATCH) -> dict:
     """Metrics of one source (and its sheet PNG in ``sheet_dir``)."""
     sheet = sheet_dir / f"{source}.png" if sheet_dir is not None else None
-    return realmetrics.evaluate_source(segmenter, source, data, per_source, sheet, log=print)
+    return realmetrics.evaluate_source(segmenter, source, data, per_source, sheet, log=print, shared_batch=shared_batch)
 
 
 def format_table(result: dict) -> str:
     def cell(v) -> str:
         return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    head = f"{'source':<15}" + "".join(f"{c + ' a/g':>17}" for c, _ in TABLE) + f"{'scale15':>9}{'n':>5}{'err':>5}{'s':>6}"
+    shared = any(k.endswith("_shared") for m in result["sources"].values() for k in m)
+    modes = ("auto", "given", "shared") if shared else ("auto", "given")
+    tag, width = ("a/g/sh", 23) if shared else ("a/g", 17)
+    head = (f"{'source':<15}" + "".join(f"{c + ' ' + tag:>{width}}" for c, _ in TABLE)
+            + f"{'scale15 a' + ('/sh' if shared else ''):>15}{'n':>5}{'err':>5}{'s':>6}")
     lines = [head]
     for name, m in result["sources"].items():
         line = f"{name:<15}"
         for _, key in TABLE:
-            a, g = m.get(f"{key}_auto", "x"), m.get(f"{key}_given", "x")
-            line += f"{'' if a == 'x' else cell(a) + '/' + cell(g):>17}"
-        line += f"{cell(m.get('scale_within_15pct_auto')):>9}{m.get('n', 0):>5}{m.get('errors', 0):>5}{m.get('seconds', 0):>6.0f}"
+            vals = [m.get(f"{key}_{mode}", "x") for mode in modes]
+            line += f"{'' if vals[0] == 'x' else '/'.join(cell(v) for v in vals):>{width}}"
+        scale = cell(m.get("scale_within_15pct_auto")) + (f"/{cell(m.get('scale_within_15pct_shared'))}" if shared else "")
+        line += f"{scale:>15}{m.get('n', 0):>5}{m.get('errors', 0):>5}{m.get('seconds', 0):>6.0f}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -70,6 +78,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="largest segmentation tile (default: the Segmenter's; 224 is the layout before issue 14)")
     ap.add_argument("--quick", action="store_true", help=f"{realmetrics.QUICK_PER_SOURCE} fields per source")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    ap.add_argument("--shared-batch", type=int, default=realmetrics.SHARED_BATCH,
+                    help="also segment runs of this many fields (name order) at one shared scale, the median of their "
+                         "automatic estimates (keys METRIC_shared); 0: not (default: %(default)s)")
     args = ap.parse_args(argv)
 
     from napari_bloodseg.infer import Segmenter
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "sources": {}, "seconds": 0.0}
     for s in sources:
         print(f"{s} ...", flush=True)
-        result["sources"][s] = run_source(seg, s, data, per_source, sheet_dir)
+        result["sources"][s] = run_source(seg, s, data, per_source, sheet_dir, args.shared_batch or None)
         print(f"  {result['sources'][s]}", flush=True)
     result["seconds"] = round(time.perf_counter() - t0, 4)
     args.out.parent.mkdir(parents=True, exist_ok=True)

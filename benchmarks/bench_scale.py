@@ -1,7 +1,7 @@
 """Automatic scale on real fields: the RBC-diameter estimate against the truth from boxes,
 points or masks (issue "Automatic scale that is right on real fields"), and its cost.
 
-    python benchmarks/bench_scale.py [--model CKPT] [--per-source N] [--sources a,b]
+    python benchmarks/bench_scale.py [--model CKPT] [--per-source N] [--sources a,b] [--shared-batch B]
                                      [--method network|classical] [--out scale.json]
 
 Only the estimate runs (no segmentation), so all held-out fields of a source can be measured in
@@ -25,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from napari_bloodseg import realmetrics
 from napari_bloodseg.cli.argtypes import BACKEND_HELP, BACKENDS
 from napari_bloodseg.realfields import SOURCES, default_data_dir
+
+
+def _round3(v: float | None) -> float | None:
+    return None if v is None else round(float(v), 3)
 
 
 def cost_ratio(seg, repeats: int = 3) -> dict:
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--per-source", type=int, default=30, help="fields per source (default: %(default)s)")
     ap.add_argument("--sources", default=",".join(SOURCES), help="comma-separated subset of " + ",".join(SOURCES))
     ap.add_argument("--method", default="network", choices=["network", "classical"])
+    ap.add_argument("--shared-batch", type=int, default=10,
+                    help="also score runs of this many fields (in name order) segmented at one shared scale, the median "
+                         "of their estimates, as `bloodseg segment --shared-scale` does (default: %(default)s)")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     args = ap.parse_args(argv)
@@ -82,10 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
         errs = [r["err"] for r in rows]
         summary = {"n": len(rows), "within_15pct": round(float(np.mean([e <= 0.15 for e in errs])), 3) if errs else None,
                    "err_median": round(float(np.median(errs)), 3) if errs else None,
+                   f"within_15pct_shared{args.shared_batch}": _round3(realmetrics.shared_scale_within(
+                       [r["field"] for r in rows], [r["estimate"] for r in rows], [r["truth"] for r in rows],
+                       args.shared_batch)),
                    "seconds_per_field": round(float(np.mean(times)), 3) if times else None,
                    "worst": sorted(rows, key=lambda r: -r["err"])[:5], "fields": rows}
         result["sources"][source] = summary
-        print(f"{source:<15} n {summary['n']:>3}  within15 {summary['within_15pct']}  median err {summary['err_median']}"
+        print(f"{source:<15} n {summary['n']:>3}  within15 {summary['within_15pct']}"
+              f"  shared x{args.shared_batch} {summary[f'within_15pct_shared{args.shared_batch}']}  median err {summary['err_median']}"
               f"  {summary['seconds_per_field']} s/field", flush=True)
         for r in summary["worst"][:3]:
             print(f"    {r['field']}: truth {r['truth']} est {r['estimate']} ({r['cells']} cells, {r['method']})")

@@ -108,3 +108,32 @@ def test_ensemble_of_heads_fitted_on_other_feature_sets_predicts_their_mean():
     assert np.allclose(both.predict(x)[unclipped], want[unclipped], atol=1e-4)
     with pytest.raises(ValueError, match="same features"):
         ensemble([a, fit_head(feats[:, :4], u, hidden=4, epochs=1)])
+
+
+def test_shared_scale_is_the_median_of_the_estimates_and_flags_disagreement():
+    from napari_bloodseg.autoscale import shared_scale
+
+    s = shared_scale([30.0, 36.0, 33.0])
+    assert s.diameter == pytest.approx(33.0) and s.n == 3 and not s.doubtful
+    assert s.method_text() == "median of 3 images' estimates"
+    lo, hi = s.quartiles
+    assert 30.0 < lo < 33.0 < hi < 36.0 and s.spread == pytest.approx(hi / lo)
+    # one wild estimate does not move a median of five
+    assert shared_scale([34, 35, 36, 37, 200]).diameter == pytest.approx(36.0)
+    assert shared_scale([18, 20, 36, 70, 75]).doubtful  # not one magnification
+    assert not shared_scale([20.0, 70.0]).doubtful  # too few to tell
+    for bad in ([], [30.0, 0.0], [float("nan")]):
+        with pytest.raises(ValueError):
+            shared_scale(bad)
+
+
+def test_shared_scale_holds_on_wbc_centred_crops_where_single_estimates_scatter(shared_data, shipped):
+    """Zheng DS1: 120 px crops round one WBC; the median of ten crops' estimates is near the truth."""
+    from napari_bloodseg.autoscale import shared_scale
+    from napari_bloodseg.realmetrics import heldout_fields, select_fields
+
+    fields = select_fields(heldout_fields("zheng1", shared_data), 10)
+    est = [shipped.estimate_rbc_diameter(f.image())[0] for f in fields]
+    truth = fields[0].rbc_diameter
+    assert max(abs(d / truth - 1) for d in est) > 0.15  # single crops: some far off
+    assert shared_scale(est).diameter == pytest.approx(truth, rel=0.15)

@@ -156,11 +156,12 @@ def test_bench_real_two_sources_shipped_model(tmp_path):
     assert set(on_disk) == {"model", "tile", "backend", "sources", "seconds"} and on_disk["model"] == "default"
     assert on_disk["backend"].split()[0] in ("torch", "openvino")  # what ran the network, e.g. 'torch bf16'
     z, b = on_disk["sources"]["zheng2"], on_disk["sources"]["bccd"]
-    for mode in ("auto", "given"):
+    for mode in ("auto", "given", "shared"):
         assert {f"wbc_dice_{mode}", f"wbc_type_balanced_acc_{mode}"} <= set(z)
         assert {f"wbc_found_{mode}", f"false_wbc_per_field_{mode}", f"wbc_type_balanced_acc_{mode}",
                 f"rbc_count_err_median_{mode}", f"false_infected_rate_{mode}"} <= set(b)
-    assert {"scale_within_15pct_auto", "scale_err_median_auto", "n", "seconds", "errors"} <= set(b)
+    assert {"scale_within_15pct_auto", "scale_err_median_auto", "scale_within_15pct_shared", "n", "seconds",
+            "errors"} <= set(b)
     assert "wbc_dice_auto" not in b and "wbc_found_auto" not in z
     assert z["n"] == 2 and b["n"] == 2
     for m in (z, b):
@@ -198,7 +199,7 @@ GUARDS = [
 @pytest.mark.skipif(not default_data_dir().is_dir(), reason="../shared/data is not present")
 @pytest.mark.parametrize("source", sorted({g[0] for g in GUARDS}))
 def test_shipped_model_holds_on_held_out_real_fields(source):
-    m = rm.evaluate_source(_shipped(), source, per_source=3)
+    m = rm.evaluate_source(_shipped(), source, per_source=3, shared_batch=None)
     for _, key, op, bound in (g for g in GUARDS if g[0] == source):
         v = m[key]
         assert v is not None and (v >= bound if op == ">=" else v <= bound), f"{source} {key} = {v} (bound {op} {bound})"
@@ -213,3 +214,22 @@ def _shipped():
     if not _SEG:
         _SEG.append(Segmenter.from_file(None, device="cpu"))
     return _SEG[0]
+
+
+def test_shared_scale_within_scores_runs_in_name_order():
+    from napari_bloodseg.realmetrics import shared_scale_within
+
+    names = ["b", "a", "d", "c", "e"]
+    est = [40.0, 30.0, 80.0, 100.0, 36.0]
+    truth = [36.0] * 5
+    # runs of 2 in name order: (a, b) median 34.6, both within 15 %; (c, d) 89.4, neither; (e) 36, within
+    assert shared_scale_within(names, est, truth, batch=2) == pytest.approx(3 / 5)
+    # runs of 3: (a, b, c) median 40, all within; (d, e) 53.7, neither
+    assert shared_scale_within(names, est, truth, batch=3) == pytest.approx(3 / 5)
+    # runs of 4: the last run (e) is under half a batch and joins the first: median 40, all within
+    assert shared_scale_within(names, est, truth, batch=4) == pytest.approx(1.0)
+    assert shared_scale_within([], [], [], batch=3) is None
+    with pytest.raises(ValueError):
+        shared_scale_within(names, est, truth, batch=0)
+    with pytest.raises(ValueError):
+        shared_scale_within(names, est[:2], truth, batch=2)

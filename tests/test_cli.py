@@ -272,3 +272,34 @@ def test_segment_tightens_wbcs_unless_the_raw_map_is_asked_for(tmp_path):
     assert wbc.any() and not np.array_equal(raw, tight)
     assert np.array_equal(tight, tighten_wbcs(raw, 36.0))
     assert np.array_equal(raw[~wbc], tight[~wbc])  # only WBC pixels change
+
+
+def test_shared_scale_segments_every_image_at_the_median_estimate(tmp_path, tiny_checkpoint, capsys):
+    import json
+
+    import tifffile
+
+    from napari_bloodseg.infer import Segmenter
+
+    src = tmp_path / "run"
+    src.mkdir()
+    for i, d in enumerate((30.0, 36.0, 44.0)):  # one magnification would agree; the median is what counts
+        iio.imwrite(src / f"f{i}.png", render_smear((300, 300), rbc_diameter=d, seed=i).image)
+    tifffile.imwrite(src / "own.tif", render_smear((120, 120), seed=5).image, resolution=(1e4 / 0.25, 1e4 / 0.25),
+                     resolutionunit="CENTIMETER")
+    seg = Segmenter.from_file(tiny_checkpoint, device="cpu")
+    est = sorted(seg.estimate_rbc_diameter(iio.imread(src / f"f{i}.png"))[0] for i in range(3))
+    assert main(["segment", str(src), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint), "--report",
+                 "--shared-scale"]) == 0
+    out = capsys.readouterr().out
+    assert f"RBC diameter {est[1]:.1f} px for every image: median of 3 images' estimates" in out
+    for i in range(3):
+        s = json.loads((tmp_path / "o" / f"f{i}_summary.json").read_text())
+        assert s["rbc_diameter_px"] == pytest.approx(est[1], rel=1e-6)
+        assert s["rbc_diameter_method"] == "median of 3 images' estimates" and not s["rbc_diameter_uncertain"]
+    own = json.loads((tmp_path / "o" / "own_summary.json").read_text())  # the file's pixel size still wins
+    assert own["rbc_diameter_px"] == pytest.approx(30.0) and own["rbc_diameter_method"].startswith("pixel size")
+    # a given diameter wins over the shared estimate
+    assert main(["segment", str(src / "f0.png"), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint),
+                 "-q", "--report", "--shared-scale", "--rbc-diameter", "40"]) == 0
+    assert json.loads((tmp_path / "o2" / "f0_summary.json").read_text())["rbc_diameter_px"] == pytest.approx(40.0)

@@ -250,3 +250,37 @@ def test_segment_widget_tightens_wbc_outlines_unless_unticked(make_napari_viewer
     tight, raw = maps
     assert np.isin(raw, [int(c) for c in WBC_CLASSES]).any() and not np.array_equal(tight, raw)
     assert np.array_equal(tight, tighten_wbcs(raw, 36.0))
+
+
+def test_segment_widget_takes_one_rbc_diameter_from_all_open_images(make_napari_viewer, qtbot):
+    from napari_bloodseg.autoscale import shared_scale
+    from napari_bloodseg.infer import Segmenter
+    from napari_bloodseg.render import render_smear
+    from napari_bloodseg.widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    widget.diameter_from_all_images()  # nothing open: a message, nothing changed
+    assert widget._auto_d.value and widget.worker is None
+    images = [render_smear((320, 320), rbc_diameter=30.0, seed=s).image for s in range(3)]
+    for i, img in enumerate(images):
+        viewer.add_image(img, name=f"field {i}", rgb=True)
+    viewer.add_image(np.zeros((50, 50), np.float32), name="mask")  # not RGB: left out
+    seg = Segmenter.from_file(None, device="cpu")
+    expected = shared_scale([seg.estimate_rbc_diameter(img)[0] for img in images]).diameter
+    widget._from_all.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and not widget._auto_d.value, timeout=120_000)
+    assert widget._diameter.value == pytest.approx(expected, abs=0.05)
+    assert widget._diameter.value == pytest.approx(30.0, rel=0.15)
+    assert "median of 3 images' estimates" in widget._status.value
+    # the map records where its diameter came from
+    widget._image.value = viewer.layers["field 0"]
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 1, timeout=120_000)
+    meta = _labels_layers(viewer)[0].metadata["bloodseg"]
+    assert meta["rbc_diameter_method"] == "median of 3 images' estimates" and not meta["rbc_diameter_estimated"]
+    # a value typed over is the user's own
+    widget._diameter.value = 33.0
+    widget._run.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None and len(_labels_layers(viewer)) == 2, timeout=120_000)
+    assert _labels_layers(viewer)[-1].metadata["bloodseg"]["rbc_diameter_method"] == "given"

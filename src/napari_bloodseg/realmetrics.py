@@ -39,6 +39,8 @@ RBC_COUNT_SOURCES = frozenset({"bccd", "bcd_draaslan", "chula"})  # BCCD's boxes
 NO_MALARIA_SOURCES = frozenset({"chula", "bccd", "bcd_draaslan", "wbc_rpi"})
 STRATIFIED_SOURCES = frozenset({"wbc_rpi"})  # subset stratified by WBC type
 MODES = ("auto", "given")
+SHARED = "shared"  # the third mode: runs of SHARED_BATCH fields at the median of their automatic estimates
+SHARED_BATCH = 10  # as `bloodseg segment --shared-scale` over a folder of one microscope's fields
 
 # Chula's point files often label only the abnormal cells: a field counts as completely annotated
 # when its points are at least this share of the cells a classical count finds
@@ -186,6 +188,43 @@ def scale_error(estimate: float, truth: float) -> float:
     return abs(estimate / truth - 1.0)
 
 
+def shared_diameters(names: Sequence[str], estimates: Sequence[float], batch: int = SHARED_BATCH) -> list[float]:
+    """Per field, the RBC diameter it is segmented at when the fields, in name order (acquisition
+    order in every source here), run in batches of ``batch`` at one shared scale: the median of the
+    batch's estimates (``bloodseg segment --shared-scale``). A last batch shorter than half a batch
+    joins the one before."""
+    from .autoscale import shared_scale
+
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if len(names) != len(estimates):
+        raise ValueError("names and estimates must have one entry per field")
+    order = sorted(range(len(names)), key=lambda i: names[i])
+    runs = [order[i : i + batch] for i in range(0, len(order), batch)]
+    if len(runs) > 1 and len(runs[-1]) < batch / 2:
+        last = runs.pop()
+        runs[-1] += last
+    out = [0.0] * len(names)
+    for run in runs:
+        d = shared_scale([estimates[i] for i in run]).diameter
+        for i in run:
+            out[i] = d
+    return out
+
+
+def shared_scale_within(names: Sequence[str], estimates: Sequence[float], truths: Sequence[float],
+                        batch: int = SHARED_BATCH, tol: float = 0.15) -> float | None:
+    """Share of fields within ``tol`` of their truth at :func:`shared_diameters`."""
+    if len(truths) != len(names):
+        raise ValueError("names, estimates and truths must have one entry per field")
+    if not names:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        return None
+    d = shared_diameters(names, estimates, batch)
+    return sum(scale_error(di, t) <= tol for di, t in zip(d, truths)) / len(names)
+
+
 def classical_cell_count(rgb: np.ndarray, rbc_diameter: float = CHULA_DIAMETER) -> int:
     """Cells of a field found without the model (bank.masks.label_field instances of at least
     0.3 x an RBC disc): the yardstick for whether a point file labels every cell."""
@@ -309,10 +348,11 @@ def aggregate(scores: Sequence[FieldScore], source: str, mode: str) -> dict[str,
     if source in NO_MALARIA_SOURCES:
         rbc = sum(s.rbc_pred for s in scores)
         out["false_infected_rate" + sfx] = sum(s.infected_pred for s in scores) / rbc if rbc else None
-    if mode == "auto":
+    if mode in ("auto", SHARED):
         errs = [s.scale_error for s in scores if s.scale_error is not None]
-        out["scale_within_15pct_auto"] = float(np.mean([e <= 0.15 for e in errs])) if errs else None
-        out["scale_err_median_auto"] = _median(errs)
+        out["scale_within_15pct" + sfx] = float(np.mean([e <= 0.15 for e in errs])) if errs else None
+        out["scale_err_median" + sfx] = _median(errs)
+    if mode == "auto":
         out["upscaled_over_4x_auto"] = sum(s.scale > 4 for s in scores)
     return out
 
@@ -382,13 +422,15 @@ class _SheetRow:
 
 def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None = None,
                     per_source: int | None = None, sheet: str | Path | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
+                    log: Callable[[str], None] | None = None, shared_batch: int | None = SHARED_BATCH) -> dict:
     """Segment the held-out fields of ``source`` (a subset of at most ``per_source``; default
     :data:`DEFAULT_PER_SOURCE`) at automatic and at given scale, and return its metrics
     (``{METRIC_auto: v, METRIC_given: v, ..., "n": fields, "errors": failed segmentations,
     "seconds": s}``, floats rounded to 4 digits). An InputError (or unreadable image) of one field
     is counted in ``errors`` and that field left out of the mode that failed. ``sheet``: a PNG
-    path for the picture sheet of the first few fields."""
+    path for the picture sheet of the first few fields. ``shared_batch``: also segment the fields
+    in runs of that many at one shared scale (:func:`shared_diameters` of the automatic estimates;
+    keys ``METRIC_shared``); None: not."""
     from .infer import InputError
 
     t0 = time.perf_counter()
@@ -410,6 +452,7 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
     scores: dict[str, list[FieldScore]] = {m: [] for m in MODES}
     errors, scored = 0, 0
     rows: list[_SheetRow] = []
+    kept: dict[str, tuple] = {}  # for the shared-scale pass: name -> (field, rgb, mask, rbc truth)
     for f in chosen:
         try:
             rgb = rgb_cache.pop(f.name) if f.name in rgb_cache else f.image()
@@ -435,6 +478,8 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
                 continue
             ok = True
             scores[mode].append(score_field(f, seg.labels, seg.rbc_diameter, mode, mask, rbc_true, seg.scale))
+            if mode == "auto" and shared_batch:
+                kept[f.name] = (f, rgb, mask, rbc_true)
             if row is not None:
                 from .classes import overlay
 
@@ -442,8 +487,21 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
         scored += ok
         if row is not None:
             rows.append(row)
+    if shared_batch and kept:
+        auto = [sc for sc in scores["auto"] if sc.name in kept]
+        scores[SHARED] = []
+        for sc, d in zip(auto, shared_diameters([sc.name for sc in auto], [sc.rbc_diameter for sc in auto], shared_batch)):
+            f, rgb, mask, rbc_true = kept.pop(sc.name)
+            try:
+                seg = segmenter.segment(rgb, d)
+            except InputError as e:
+                errors += 1
+                if log:
+                    log(f"  {source}/{f.name} ({SHARED}): {e}")
+                continue
+            scores[SHARED].append(score_field(f, seg.labels, seg.rbc_diameter, SHARED, mask, rbc_true, seg.scale))
     out: dict = {}
-    for mode in MODES:
+    for mode in scores:
         out.update(aggregate(scores[mode], source, mode))
     out["n"] = scored
     out["errors"] = errors

@@ -62,8 +62,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seen: set[str] = set()
     summaries: list[tuple[str, dict]] = []
     diameter = args.rbc_diameter or (RBC_MICRONS / args.pixel_size if args.pixel_size else None)
-    scale_without_network = diameter is not None or seg.scale_method is ScaleMethod.CLASSICAL
     caught = WarningsByKey()
+    shared = None
+    if args.shared_scale and diameter is None:
+        shared = _shared_scale(seg, inputs, args.quiet)
+    scale_without_network = diameter is not None or shared is not None or seg.scale_method is ScaleMethod.CLASSICAL
 
     def load(path: Path) -> tuple[list[Path], object, object]:
         """Checks, read, convert and (when no network is needed for the scale) rescale: runs in a
@@ -84,6 +87,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 file_um = read_pixel_size(path)  # the file's own pixel size beats any estimate
                 if file_um is not None:
                     d, how = RBC_MICRONS / file_um, f"pixel size {file_um:g} µm (file)"
+                elif shared is not None:
+                    d, how = shared.diameter, shared.method_text()
             prep = seg.prepare(image, d) if d is not None or scale_without_network else prepare_image(image)
             return targets, image, prep, how
 
@@ -146,6 +151,38 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_scale(seg, inputs: list[Path], quiet: bool):
+    """``--shared-scale``: the median of the RBC diameters estimated on each input (files that store
+    their pixel size keep it and are left out); None when no image gave an estimate."""
+    from tqdm import tqdm
+
+    from ..autoscale import shared_scale
+    from ..infer import prepare_image
+    from ..io import read_image, read_pixel_size
+
+    estimates = []
+    for path in tqdm(inputs, desc="RBC diameter", unit="image", disable=quiet, leave=False, file=sys.stderr):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # shown once, when the image itself is segmented
+                if read_pixel_size(path) is None:
+                    estimates.append(seg.estimate_rbc_diameter(prepare_image(read_image(path)))[0])
+        except (ValueError, OSError):
+            pass  # reported when the image itself is segmented
+    if not estimates:
+        _warn("--shared-scale: no image gave an RBC diameter estimate; each image is estimated on its own")
+        return None
+    shared = shared_scale(estimates)
+    lo, hi = shared.quartiles
+    line = f"RBC diameter {shared.diameter:.1f} px for every image: {shared.method_text()} (quartiles {lo:.1f}-{hi:.1f} px)"
+    if shared.doubtful:
+        _warn(line + "; they disagree more than images of one magnification do: check that the images share "
+              "one microscope and objective, or give --rbc-diameter")
+    elif not quiet:
+        tqdm.write(line)
+    return shared
+
+
 from ..io import RBC_MICRONS  # noqa: E402 - a healthy RBC's diameter (µm), for --pixel-size
 
 
@@ -170,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"micrometres per input pixel; the RBC diameter is then {RBC_MICRONS:g} µm / UM "
                         "(default: the pixel size a TIFF/OME-TIFF stores, else estimated per image; --rbc-diameter "
                         "wins if both are given)")
+    s.add_argument("--shared-scale", action="store_true",
+                   help="the images come from one microscope at one magnification: estimate the RBC diameter on "
+                        "each and segment them all at the median (far more reliable than one image's estimate, "
+                        "above all on WBC-centred crops with few RBCs; a file's stored pixel size still wins; "
+                        "ignored with --rbc-diameter or --pixel-size)")
     s.add_argument("--scale-method", default="network", choices=["network", "classical"],
                    help="how an unknown RBC diameter is estimated: 'network' measures the RBCs the model finds at a few "
                         "candidate scales, 'classical' the isolated round cells found by thresholds (default: %(default)s)")

@@ -38,6 +38,25 @@ def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_
     return (yield from seg.iter_segment(image, rbc_diameter))
 
 
+@thread_worker(ignore_errors=True)
+def _shared_scale_worker(images: list[np.ndarray], model_path: str | None, device: str, scale_method: str = "network",
+                         backend: str = "auto"):
+    """Yields (images done, total); returns the SharedScale of the estimates (None: no image gave one)."""
+    from ..autoscale import shared_scale
+    from ..infer import Segmenter
+
+    seg = Segmenter.from_file(model_path, device=device, scale_method=scale_method, backend=backend)
+    estimates = []
+    for i, image in enumerate(images):
+        yield i, len(images)
+        try:
+            estimates.append(seg.estimate_rbc_diameter(image)[0])
+        except ValueError:  # not an RGB smear (e.g. a single-channel layer): left out
+            continue
+    yield len(images), len(images)
+    return shared_scale(estimates) if estimates else None
+
+
 class SegmentWidget(WorkerDock, Container):
     _task = "Segmentation"
 
@@ -74,6 +93,11 @@ class SegmentWidget(WorkerDock, Container):
         self._from_line = PushButton(text="RBC diameter from a drawn line",
                                      tooltip="Draw a line across one healthy red cell in a Shapes layer "
                                      "(line tool), then click: its length becomes the RBC diameter")
+        self._from_all = PushButton(
+            text="RBC diameter from all open images",
+            tooltip="For images from one microscope at one magnification: estimate the RBC diameter on every "
+            "open image and use their median (far more reliable than one image's estimate, above all on "
+            "crops centred on one white cell with few red cells around it)")
         self._tta = ComboBox(
             label="TTA", choices=["none", "flip", "d4"], value="none",
             tooltip="Test-time augmentation: average the model over mirrored (flip: 2x the time) "
@@ -94,11 +118,15 @@ class SegmentWidget(WorkerDock, Container):
             tooltip="How the RBC diameter is estimated, test-time augmentation, and the device and backend "
             "that run the model: the defaults suit most smears",
         )
-        self.extend([self._image, self._model, self._auto_d, self._diameter, self._from_line, self._advanced,
+        self.extend([self._image, self._model, self._auto_d, self._diameter, self._from_line, self._from_all,
+                     self._advanced,
                      self._run, self._cancel, self._status])
         compact(self)
         self._auto_d.changed.connect(self._auto_changed)
         self._from_line.changed.connect(self.diameter_from_line)
+        self._from_all.changed.connect(self.diameter_from_all_images)
+        self._diameter.changed.connect(self._diameter_edited)
+        self._given_how: tuple[float, str] | None = None  # (diameter, how it was found) for the map's metadata
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self.cancel)
         self._viewer.layers.events.inserted.connect(self._image.reset_choices)
@@ -121,6 +149,60 @@ class SegmentWidget(WorkerDock, Container):
         self._diameter.enabled = not auto
         self._scale_method.enabled = auto
 
+    def _set_diameter(self, value: float, how: str) -> None:
+        """Fill the RBC diameter box (automatic estimate off), remembering how the value was found."""
+        self._auto_d.value = False
+        self._diameter.value = round(value, 1)
+        self._given_how = (float(self._diameter.value), how)
+
+    def _diameter_edited(self, value: float) -> None:
+        if self._given_how is not None and abs(float(value) - self._given_how[0]) > 1e-6:
+            self._given_how = None  # typed over: the value is the user's own
+
+    def diameter_from_all_images(self) -> None:
+        """The median of the RBC diameters estimated on every open RGB image fills the diameter box."""
+        if self.worker is not None:
+            return
+        images = []
+        for layer in self._image_layers():
+            if layer.rgb:  # the full-resolution level: diameters are in its pixels
+                images.append(np.asarray(layer.data[0] if layer.multiscale else layer.data))
+        if not images:
+            show_error("Open the RGB smear images first: the RBC diameter is estimated on each and their median used.")
+            return
+        chosen = chosen_path(self._model)
+        if chosen is not None and not chosen.is_file():
+            show_error(f"Model file not found: {chosen}")
+            return
+        worker = _shared_scale_worker(images, None if chosen is None else str(chosen), self._device.value,
+                                      self._scale_method.value, self._backend.value)
+        self._task = "RBC diameter estimate"
+        self._from_all.enabled = False
+        worker.finished.connect(lambda: setattr(self._from_all, "enabled", True))
+        self._launch(worker, progress(total=len(images), desc="Estimating the RBC diameter"), "estimating…",
+                     self._on_estimate_progress, self._on_shared_scale)
+
+    def _on_estimate_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        show_progress(self._pbar, done, total)
+        self._status.value = f"RBC diameter: image {min(done + 1, total)}/{total}"
+
+    def _on_shared_scale(self, shared) -> None:
+        if shared is None:
+            self._status.value = "no RBC diameter estimate"
+            show_error("No open image gave an RBC diameter estimate: enter it, or measure it with a drawn line.")
+            return
+        how = shared.method_text()
+        self._set_diameter(shared.diameter, how)
+        lo, hi = shared.quartiles
+        text = f"RBC diameter {shared.diameter:.1f} px: {how} (quartiles {lo:.1f}-{hi:.1f} px)"
+        self._status.value = text
+        if shared.doubtful:
+            show_warning(text + ". They disagree more than images of one magnification do: check that the open "
+                         "images share one microscope and objective.")
+        else:
+            show_info(text)
+
     def diameter_from_line(self) -> None:
         """The length (data pixels) of the last line drawn in a Shapes layer becomes the RBC diameter."""
         from napari.layers import Shapes
@@ -135,8 +217,7 @@ class SegmentWidget(WorkerDock, Container):
                 if length < 4:
                     show_error(f"The drawn line is {length:.1f} px long: draw it across a whole red cell.")
                     return
-                self._auto_d.value = False
-                self._diameter.value = round(length, 1)
+                self._set_diameter(length, "drawn line")
                 self._status.value = f"RBC diameter {length:.1f} px from the line in '{layer.name}'"
                 return
         show_error("No drawn line found: add a Shapes layer, draw a line across one healthy red cell, then click again.")
@@ -165,7 +246,7 @@ class SegmentWidget(WorkerDock, Container):
                            "or choose backend 'auto' or 'torch'.")
                 return
         diameter = None if self._auto_d.value else float(self._diameter.value)
-        file_scale = None
+        file_scale = self._given_how[1] if diameter is not None and self._given_how is not None else None
         if diameter is None:  # the pixel size the image file stores beats any estimate
             from ..io import RBC_MICRONS, read_pixel_size
 
@@ -176,6 +257,7 @@ class SegmentWidget(WorkerDock, Container):
 
     def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None,
                scale_method: str | None = None) -> None:
+        self._task = "Segmentation"
         worker = _segment_worker(image, model, self._device.value, diameter, self._tta.value, self._scale_method.value,
                                  self._backend.value, self._tighten.value)
         worker.aborted.connect(self._on_aborted)
