@@ -297,6 +297,9 @@ def test_shared_scale_segments_every_image_at_the_median_estimate(tmp_path, tiny
         s = json.loads((tmp_path / "o" / f"f{i}_summary.json").read_text())
         assert s["rbc_diameter_px"] == pytest.approx(est[1], rel=1e-6)
         assert s["rbc_diameter_method"] == "median of 3 images' estimates" and not s["rbc_diameter_uncertain"]
+    run = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert run["shared_scale"]["rbc_diameter_px"] == pytest.approx(est[1], abs=0.01)
+    assert run["shared_scale"]["images"] == 3 and run["shared_scale"]["quartiles_px"][0] <= est[1]
     own = json.loads((tmp_path / "o" / "own_summary.json").read_text())  # the file's pixel size still wins
     assert own["rbc_diameter_px"] == pytest.approx(30.0) and own["rbc_diameter_method"].startswith("pixel size")
     # a given diameter wins over the shared estimate

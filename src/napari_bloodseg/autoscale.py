@@ -193,6 +193,12 @@ class SharedScale:
         """The estimates disagree more than images of one magnification do."""
         return self.n >= 4 and self.spread > SHARED_SPREAD_WARN
 
+    def as_dict(self) -> dict:
+        """For the run summary JSON."""
+        lo, hi = self.quartiles
+        return {"rbc_diameter_px": round(self.diameter, 2), "images": self.n,
+                "quartiles_px": [round(lo, 2), round(hi, 2)], "doubtful": self.doubtful}
+
     def method_text(self) -> str:
         """For reports, e.g. 'median of 12 images' estimates'."""
         return f"median of {self.n} image{'s' if self.n != 1 else ''}' estimates"

@@ -217,12 +217,8 @@ def shared_scale_within(names: Sequence[str], estimates: Sequence[float], truths
     """Share of fields within ``tol`` of their truth at :func:`shared_diameters`."""
     if len(truths) != len(names):
         raise ValueError("names, estimates and truths must have one entry per field")
-    if not names:
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        return None
     d = shared_diameters(names, estimates, batch)
-    return sum(scale_error(di, t) <= tol for di, t in zip(d, truths)) / len(names)
+    return sum(scale_error(di, t) <= tol for di, t in zip(d, truths)) / len(names) if names else None
 
 
 def classical_cell_count(rgb: np.ndarray, rbc_diameter: float = CHULA_DIAMETER) -> int:
@@ -453,6 +449,20 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
     errors, scored = 0, 0
     rows: list[_SheetRow] = []
     kept: dict[str, tuple] = {}  # for the shared-scale pass: name -> (field, rgb, mask, rbc truth)
+
+    def segment_and_score(f, rgb, d, mode, mask, rbc_true):
+        """Segment at ``d`` (None: automatic), score into ``scores[mode]``; None (an error) on InputError."""
+        nonlocal errors
+        try:
+            seg = segmenter.segment(rgb, d)
+        except InputError as e:
+            errors += 1
+            if log:
+                log(f"  {source}/{f.name} ({mode}): {e}")
+            return None
+        scores[mode].append(score_field(f, seg.labels, seg.rbc_diameter, mode, mask, rbc_true, seg.scale))
+        return seg
+
     for f in chosen:
         try:
             rgb = rgb_cache.pop(f.name) if f.name in rgb_cache else f.image()
@@ -469,15 +479,10 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
             d = None if mode == "auto" else f.rbc_diameter
             if mode == "given" and d is None:
                 continue  # no truth diameter: given scale impossible
-            try:
-                seg = segmenter.segment(rgb, d)
-            except InputError as e:
-                errors += 1
-                if log:
-                    log(f"  {source}/{f.name} ({mode}): {e}")
+            seg = segment_and_score(f, rgb, d, mode, mask, rbc_true)
+            if seg is None:
                 continue
             ok = True
-            scores[mode].append(score_field(f, seg.labels, seg.rbc_diameter, mode, mask, rbc_true, seg.scale))
             if mode == "auto" and shared_batch:
                 kept[f.name] = (f, rgb, mask, rbc_true)
             if row is not None:
@@ -492,14 +497,7 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
         scores[SHARED] = []
         for sc, d in zip(auto, shared_diameters([sc.name for sc in auto], [sc.rbc_diameter for sc in auto], shared_batch)):
             f, rgb, mask, rbc_true = kept.pop(sc.name)
-            try:
-                seg = segmenter.segment(rgb, d)
-            except InputError as e:
-                errors += 1
-                if log:
-                    log(f"  {source}/{f.name} ({SHARED}): {e}")
-                continue
-            scores[SHARED].append(score_field(f, seg.labels, seg.rbc_diameter, SHARED, mask, rbc_true, seg.scale))
+            segment_and_score(f, rgb, d, SHARED, mask, rbc_true)
     out: dict = {}
     for mode in scores:
         out.update(aggregate(scores[mode], source, mode))

@@ -74,15 +74,16 @@ def _entry(name: str, counts: dict[str, int], rbc_diameter: float | None = None)
     }
 
 
-def run_summary(images: Sequence[tuple[str, dict]], failed: Iterable[str] = ()) -> dict:
+def run_summary(images: Sequence[tuple[str, dict]], failed: Iterable[str] = (), shared_scale: dict | None = None) -> dict:
     """Run-level summary of ``(image name, per-image summary)`` pairs (summaries as from
-    :func:`napari_bloodseg.cells.summarize`, which hold ``counts`` and ``rbc_diameter_px``)."""
+    :func:`napari_bloodseg.cells.summarize`, which hold ``counts`` and ``rbc_diameter_px``).
+    ``shared_scale``: the run's one RBC diameter (``SharedScale.as_dict``), recorded when given."""
     rows = [_entry(name, s["counts"], s.get("rbc_diameter_px")) for name, s in images]
     total_counts = {n: sum(r["counts"][n] for r in rows) for n in CLASS_NAMES[1:]}
     total = _entry("TOTAL", total_counts)
     total.pop("rbc_diameter_px")
     total["images"] = len(rows)
-    return {
+    out = {
         "format": "bloodseg-run-summary",
         "version": 1,
         "min_wbc": MIN_WBC,
@@ -91,6 +92,9 @@ def run_summary(images: Sequence[tuple[str, dict]], failed: Iterable[str] = ()) 
         "total": total,
         "failed": sorted(str(f) for f in failed),
     }
+    if shared_scale is not None:
+        out["shared_scale"] = shared_scale
+    return out
 
 
 def summarize_class_maps(maps: Sequence[tuple[str, np.ndarray, float, np.ndarray | None]]) -> dict:

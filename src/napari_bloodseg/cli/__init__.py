@@ -137,7 +137,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 loaded = image = prep = result = None  # free this image before the next one is read
     bar.close()
     if args.report and summaries:
-        report = run_summary(summaries, failed)
+        report = run_summary(summaries, failed, shared.as_dict() if shared is not None else None)
         try:
             write_run_summary(report, run_json, run_csv, overwrite=args.overwrite)
         except OSError as e:

@@ -119,8 +119,7 @@ class SegmentWidget(WorkerDock, Container):
             "that run the model: the defaults suit most smears",
         )
         self.extend([self._image, self._model, self._auto_d, self._diameter, self._from_line, self._from_all,
-                     self._advanced,
-                     self._run, self._cancel, self._status])
+                     self._advanced, self._run, self._cancel, self._status])
         compact(self)
         self._auto_d.changed.connect(self._auto_changed)
         self._from_line.changed.connect(self.diameter_from_line)
