@@ -306,3 +306,22 @@ def test_shared_scale_segments_every_image_at_the_median_estimate(tmp_path, tiny
     assert main(["segment", str(src / "f0.png"), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint),
                  "-q", "--report", "--shared-scale", "--rbc-diameter", "40"]) == 0
     assert json.loads((tmp_path / "o2" / "f0_summary.json").read_text())["rbc_diameter_px"] == pytest.approx(40.0)
+
+
+def test_scattered_per_image_estimates_suggest_a_shared_scale(tmp_path, tiny_checkpoint, capsys):
+    from napari_bloodseg.cli import _shared_scale_hint
+
+    assert _shared_scale_hint([30.0, 36.0, 50.0]) is None  # too few images to tell
+    assert _shared_scale_hint([35.0, 36.0, 36.5, 37.0, 38.0]) is None  # they agree
+    hint = _shared_scale_hint([24.0, 30.0, 36.0, 44.0, 52.0])
+    assert "--shared-scale" in hint and "36.0 px" in hint
+    src = tmp_path / "run"
+    src.mkdir()
+    for i, d in enumerate((20.0, 28.0, 40.0, 56.0)):  # four magnifications: the estimates scatter
+        iio.imwrite(src / f"f{i}.png", render_smear((300, 300), rbc_diameter=d, seed=i).image)
+    assert main(["segment", str(src), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
+                 "--scale-method", "classical"]) == 0
+    assert "--shared-scale segments them all" in capsys.readouterr().out
+    assert main(["segment", str(src), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint), "-q",
+                 "--scale-method", "classical"]) == 0
+    assert "--shared-scale" not in capsys.readouterr().out  # --quiet: no hint

@@ -61,6 +61,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     failed: list[str] = []
     seen: set[str] = set()
     summaries: list[tuple[str, dict]] = []
+    estimated: list[float] = []  # per-image estimates, for the --shared-scale hint
     diameter = args.rbc_diameter or (RBC_MICRONS / args.pixel_size if args.pixel_size else None)
     caught = WarningsByKey()
     shared = None
@@ -115,6 +116,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 write_png(targets[0], result.labels, overwrite=True)
                 write_png(targets[1], result.labels, overwrite=True, palette=color_palette())
                 msg = f"{path.name}: RBC diameter {result.rbc_diameter_text()}"
+                if result.rbc_diameter_estimated:
+                    estimated.append(result.rbc_diameter)
                 if args.report:
                     from ..cells import write_report
 
@@ -136,6 +139,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
             finally:
                 loaded = image = prep = result = None  # free this image before the next one is read
     bar.close()
+    hint = _shared_scale_hint(estimated)
+    if hint and not args.quiet:
+        tqdm.write(hint)
     if args.report and summaries:
         report = run_summary(summaries, failed, shared.as_dict() if shared is not None else None)
         try:
@@ -149,6 +155,25 @@ def cmd_segment(args: argparse.Namespace) -> int:
         print(f"bloodseg: {len(failed)} of {len(inputs)} images failed", file=sys.stderr)
         return 1
     return 0
+
+
+SHARED_HINT_SPREAD = 1.2  # quartile ratio of per-image estimates above which --shared-scale is suggested
+
+
+def _shared_scale_hint(estimated: list[float]) -> str | None:
+    """A line suggesting --shared-scale when four or more images were each estimated and their
+    estimates scatter (one microscope's fields agree to a few percent; single estimates do not)."""
+    from ..autoscale import shared_scale
+
+    if len(estimated) < 4:
+        return None
+    s = shared_scale(estimated)
+    if s.spread <= SHARED_HINT_SPREAD:
+        return None
+    lo, hi = s.quartiles
+    return (f"RBC diameters estimated per image scatter (quartiles {lo:.1f}-{hi:.1f} px): if these images come "
+            f"from one microscope at one magnification, --shared-scale segments them all at the median "
+            f"({s.diameter:.1f} px), which is far steadier")
 
 
 def _shared_scale(seg, inputs: list[Path], quiet: bool):
