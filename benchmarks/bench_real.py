@@ -11,7 +11,7 @@ scale and scored (napari_bloodseg.realmetrics), and then in runs of B fields (na
 shared scale, the median of the run's automatic estimates (``bloodseg segment --shared-scale``).
 Writes one JSON ``{"model": ..., "tile": px, "sources": {NAME: {METRIC_auto: v, METRIC_given: v,
 METRIC_shared: v, ..., "n": N}}, "seconds": s}``,
-a picture sheet per source (``<sheet>/<source>.png``: image | auto overlay | given overlay) and
+a picture sheet per source (``<sheet>/<source>.png``: image | auto | given | shared overlay) and
 prints a table. The default subset sizes take about 10 minutes on 2 CPU cores.
 """
 

@@ -497,7 +497,12 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
         scores[SHARED] = []
         for sc, d in zip(auto, shared_diameters([sc.name for sc in auto], [sc.rbc_diameter for sc in auto], shared_batch)):
             f, rgb, mask, rbc_true = kept.pop(sc.name)
-            segment_and_score(f, rgb, d, SHARED, mask, rbc_true)
+            seg = segment_and_score(f, rgb, d, SHARED, mask, rbc_true)
+            row = next((r for r in rows if r.name == f.name), None)
+            if seg is not None and row is not None:
+                from .classes import overlay
+
+                row.overlays[SHARED] = (overlay(rgb, seg.labels), seg.rbc_diameter)
     out: dict = {}
     for mode in scores:
         out.update(aggregate(scores[mode], source, mode))
@@ -539,18 +544,20 @@ def _panel(img: np.ndarray, height: int, boxes: Sequence[Box] = (), outline: np.
 
 def write_sheet(rows: Sequence[_SheetRow], path: str | Path, source: str = "",
                 height: int = SHEET_PANEL_HEIGHT) -> Path:
-    """One PNG: a row per field, image | auto-scale overlay | given-scale overlay, true WBC boxes
-    or mask outline in white, the RBC diameters used written on the panels (palette PNG: small)."""
+    """One PNG: a row per field, image | auto-scale overlay | given-scale overlay (| shared-scale
+    overlay when the rows have one), true WBC boxes or mask outline in white, the RBC diameters used
+    written on the panels (palette PNG: small)."""
     from PIL import Image, ImageDraw
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     panels = []
+    modes = MODES + ((SHARED,) if any(SHARED in r.overlays for r in rows) else ())
     for r in rows:
         truth = f"{r.truth_d:.1f}" if r.truth_d else "?"
         name = r.name if len(r.name) <= 20 else r.name[:17] + "..."
         row = [_panel(r.rgb, height, r.boxes, r.mask, f"{source}/{name} truth d={truth}")]
-        for mode in MODES:
+        for mode in modes:
             if mode in r.overlays:
                 ov, d = r.overlays[mode]
                 row.append(_panel(ov, height, r.boxes, r.mask, f"{mode} d={d:.1f} px"))
