@@ -161,6 +161,8 @@ def _predict(segmenter, windows: list[np.ndarray]) -> list[np.ndarray]:
 # ---------------------------------------------------------------- one scale for a run of images
 
 SHARED_SPREAD_WARN = 1.5  # quartile ratio of the per-image estimates above which a shared scale is doubtful
+SHARED_DOUBT_TEXT = ("they disagree more than images of one magnification do: check that the images share one "
+                     "microscope and objective")
 
 
 @dataclass
@@ -198,6 +200,11 @@ class SharedScale:
         lo, hi = self.quartiles
         return {"rbc_diameter_px": round(self.diameter, 2), "images": self.n,
                 "quartiles_px": [round(lo, 2), round(hi, 2)], "doubtful": self.doubtful}
+
+    def text(self) -> str:
+        """e.g. 'median of 12 images' estimates (quartiles 31.0-36.5 px)'."""
+        lo, hi = self.quartiles
+        return f"{self.method_text()} (quartiles {lo:.1f}-{hi:.1f} px)"
 
     def method_text(self) -> str:
         """For reports, e.g. 'median of 12 images' estimates'."""

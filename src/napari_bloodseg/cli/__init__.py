@@ -181,7 +181,7 @@ def _shared_scale(seg, inputs: list[Path], quiet: bool):
     their pixel size keep it and are left out); None when no image gave an estimate."""
     from tqdm import tqdm
 
-    from ..autoscale import shared_scale
+    from ..autoscale import SHARED_DOUBT_TEXT, shared_scale
     from ..infer import prepare_image
     from ..io import read_image, read_pixel_size
 
@@ -198,11 +198,9 @@ def _shared_scale(seg, inputs: list[Path], quiet: bool):
         _warn("--shared-scale: no image gave an RBC diameter estimate; each image is estimated on its own")
         return None
     shared = shared_scale(estimates)
-    lo, hi = shared.quartiles
-    line = f"RBC diameter {shared.diameter:.1f} px for every image: {shared.method_text()} (quartiles {lo:.1f}-{hi:.1f} px)"
+    line = f"RBC diameter {shared.diameter:.1f} px for every image: {shared.text()}"
     if shared.doubtful:
-        _warn(line + "; they disagree more than images of one magnification do: check that the images share "
-              "one microscope and objective, or give --rbc-diameter")
+        _warn(f"{line}; {SHARED_DOUBT_TEXT}, or give --rbc-diameter")
     elif not quiet:
         tqdm.write(line)
     return shared

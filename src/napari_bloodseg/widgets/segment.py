@@ -191,14 +191,13 @@ class SegmentWidget(WorkerDock, Container):
             self._status.value = "no RBC diameter estimate"
             show_error("No open image gave an RBC diameter estimate: enter it, or measure it with a drawn line.")
             return
-        how = shared.method_text()
-        self._set_diameter(shared.diameter, how)
-        lo, hi = shared.quartiles
-        text = f"RBC diameter {shared.diameter:.1f} px: {how} (quartiles {lo:.1f}-{hi:.1f} px)"
+        from ..autoscale import SHARED_DOUBT_TEXT
+
+        self._set_diameter(shared.diameter, shared.method_text())
+        text = f"RBC diameter {shared.diameter:.1f} px: {shared.text()}"
         self._status.value = text
         if shared.doubtful:
-            show_warning(text + ". They disagree more than images of one magnification do: check that the open "
-                         "images share one microscope and objective.")
+            show_warning(f"{text}. {SHARED_DOUBT_TEXT.capitalize()}.")
         else:
             show_info(text)
 
