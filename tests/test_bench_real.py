@@ -233,3 +233,32 @@ def test_shared_scale_within_scores_runs_in_name_order():
         shared_scale_within(names, est, truth, batch=0)
     with pytest.raises(ValueError):
         shared_scale_within(names, est[:2], truth, batch=2)
+
+
+def test_reviewed_wbc_boxes_join_the_truth_without_a_type(monkeypatch):
+    from napari_bloodseg import realfields
+
+    monkeypatch.setitem(realfields.REVIEWED_WBC_BOXES, ("wbc_rpi", "x"), ((0.0, 0.0, 60.0, 60.0),))
+    f = realfields._with_reviewed(RealField("wbc_rpi", "x", Path("x.jpg"), "x", "test",
+                                            wbc_boxes=[(100.0, 100.0, 160.0, 160.0)], wbc_types=[int(BloodClass.MONOCYTE)]))
+    assert f.wbc_boxes == [(100.0, 100.0, 160.0, 160.0), (0.0, 0.0, 60.0, 60.0)]
+    assert f.wbc_types == [int(BloodClass.MONOCYTE), None] and f.reviewed_wbc == 1
+    # a predicted WBC on the reviewed box is found, not false; the type accuracy sees only the given type
+    labels = np.zeros((200, 200), np.uint8)
+    labels[disk((30, 30), 28, shape=labels.shape)] = BloodClass.LYMPHOCYTE
+    labels[disk((130, 130), 28, shape=labels.shape)] = BloodClass.MONOCYTE
+    s = rm.score_field(f, labels, 38.0, "given")
+    assert (s.n_true_wbc, s.n_matched_wbc, s.false_wbc) == (2, 2, 0)
+    assert s.types == [(int(BloodClass.MONOCYTE), int(BloodClass.MONOCYTE))]
+
+
+@pytest.mark.skipif(not default_data_dir().is_dir(), reason="../shared/data is not present")
+def test_shipped_model_finds_the_wbcs_added_on_review():
+    from napari_bloodseg.realfields import REVIEWED_WBC_BOXES, read_fields
+
+    fields = {f.name: f for f in read_fields("wbc_rpi") if ("wbc_rpi", f.name) in REVIEWED_WBC_BOXES}
+    f = fields["L-9_0296"]
+    assert f.reviewed_wbc == 2 and len(f.wbc_boxes) == 3 and f.wbc_types[1:] == [None, None]
+    seg = _shipped().segment(f.image(), f.rbc_diameter)
+    s = rm.score_field(f, seg.labels, f.rbc_diameter, "given")
+    assert s.n_matched_wbc == 3 and s.false_wbc == 0

@@ -508,6 +508,8 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
         out.update(aggregate(scores[mode], source, mode))
     out["n"] = scored
     out["errors"] = errors
+    if source in WBC_BOX_SOURCES:
+        out["wbc_boxes_added_on_review"] = sum(f.reviewed_wbc for f in chosen)
     if sheet:
         write_sheet(rows, sheet, source)
     out["seconds"] = time.perf_counter() - t0
