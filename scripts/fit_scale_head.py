@@ -127,7 +127,7 @@ def main() -> None:
                 ulist.append(u)
             if not wins:
                 continue
-            _, f = window_features(seg, _pad_batch(wins, tile))
+            f = window_features(seg, _pad_batch(wins, tile))
             feats.append(f)
             us += ulist
             groups += [group] * len(ulist)
