@@ -33,7 +33,7 @@ class ScaleHead:
     def predict(self, feats: np.ndarray) -> np.ndarray:
         """u for each row of ``feats`` (N, F)."""
         # in torch, not numpy: numpy's BLAS called right after a torch pass waits ~10 ms for its
-        # threads (measured on 2 cores: 11 ms against 0.3 ms), a twentieth of the whole estimate
+        # threads (measured on 2 cores: 11 ms against 0.3 ms), a fifteenth of the whole estimate
         t = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in
              (("x", feats), ("mean", self.mean), ("std", self.std), ("w1", self.w1), ("b1", self.b1), ("w2", self.w2))}
         hidden = torch.relu(((t["x"] - t["mean"]) / t["std"]) @ t["w1"] + t["b1"])
