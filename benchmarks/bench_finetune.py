@@ -3,6 +3,7 @@ learned (issue 13).
 
     python benchmarks/bench_finetune.py --out finetune.json [--source wbc_rpi] [--k 5 10 20]
         [--minutes 5] [--score-fields 20] [--synth work_data/synth] [--synth-tiles 100] [--model CKPT]
+        [--seeds 0 1 2]
 
 For ``--source`` (held-out fields only: slides never trained on) a fixed, WBC-type-stratified set of
 scoring fields is set aside; from the remaining fields k are taken as the user's corrections (their
@@ -46,14 +47,18 @@ MIN_LABELLED = 0.05  # a field whose derived labels cover less is skipped (as sc
 Pairs = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def pick_fields(fields: Sequence[RealField], ks: Sequence[int], n_score: int) -> tuple[list[RealField], dict[int, list[RealField]]]:
+def pick_fields(fields: Sequence[RealField], ks: Sequence[int], n_score: int,
+                seed: int = 0) -> tuple[list[RealField], dict[int, list[RealField]]]:
     """(scoring fields, {k: correction fields}): scoring fields first (stratified by WBC type), then
-    k of the rest for each k, also stratified; never one field in both."""
+    k of the rest for each k, also stratified; never one field in both. ``seed`` 0: the corrections
+    evenly spread over the rest; another seed: another stratified draw (the scoring fields stay)."""
     score = select_fields(fields, n_score, stratify=True)
     names = {f.name for f in score}
     pool = [f for f in fields if f.name not in names]
     if ks and max(ks) > len(pool):
         raise ValueError(f"{len(fields)} fields: too few for {n_score} scoring and {max(ks)} correction fields")
+    if seed:
+        pool = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))]
     return score, {k: select_fields(pool, k, stratify=True) for k in ks}
 
 
@@ -141,10 +146,11 @@ def score_synthetic(model: str | Path | None, dataset) -> dict:
 def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
                   work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
                   log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = LEARNING_RATE,
-                  mix_fraction: float = MIX_FRACTION) -> dict:
-    """Every k: write its correction pairs, fine-tune, score; the 'before' scores once."""
+                  mix_fraction: float = MIX_FRACTION, seeds: Sequence[int] = (0,)) -> dict:
+    """Every k and seed: write its correction pairs, fine-tune, score; the 'before' scores once.
+    A seed draws its own correction fields (see :func:`pick_fields`) and seeds the fine-tune."""
     t0 = time.time()
-    score_fields, corrections = pick_fields(fields, ks, n_score)
+    score_fields, _ = pick_fields(fields, ks, n_score)
     log(f"{source}: {len(fields)} held-out fields; scoring on {len(score_fields)}")
     score_pairs = derived_pairs(score_fields, log)
     synth_test = synthetic_test_set(synth, synth_tiles)
@@ -152,24 +158,49 @@ def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | N
     synthetic_before = score_synthetic(init, synth_test)
     log(f"before: {json.dumps(before)}\n  synthetic {json.dumps(synthetic_before)}")
     runs = []
-    for k in ks:
-        pairs = derived_pairs(corrections[k], log)
-        pairs_dir = write_pairs(pairs, work / f"k{k}" / "pairs")
-        log(f"k={k}: {len(pairs)} correction fields, fine-tuning {minutes} min")
-        rep = fine_tune(init, pairs_dir, work / f"k{k}" / "run", minutes, synth_dir=synth or PROCEDURAL, holdout=0,
-                        device="cpu", overwrite=True, freeze_encoder=freeze_encoder, lr=lr, mix_fraction=mix_fraction)
-        ckpt = rep["checkpoint"]
-        run = {"source": source, "k": k, "minutes": minutes, "fields": sorted(pairs), "before": before,
-               "after": score_real(ckpt, score_fields, score_pairs, source),
-               "synthetic_before": synthetic_before, "synthetic_after": score_synthetic(ckpt, synth_test),
-               "lr": lr, "mix_fraction": mix_fraction, "steps": rep["steps"], "seconds_training": rep["seconds_training"], "checkpoint": ckpt}
-        log(f"after: {json.dumps(run['after'])}\n  synthetic {json.dumps(run['synthetic_after'])}")
-        runs.append(run)
+    for seed in seeds:
+        corrections = pick_fields(fields, ks, n_score, seed)[1]
+        for k in ks:
+            name = f"k{k}" if seed == 0 else f"k{k}_seed{seed}"
+            pairs = derived_pairs(corrections[k], log)
+            pairs_dir = write_pairs(pairs, work / name / "pairs")
+            log(f"k={k}, seed {seed}: {len(pairs)} correction fields, fine-tuning {minutes} min")
+            rep = fine_tune(init, pairs_dir, work / name / "run", minutes, synth_dir=synth or PROCEDURAL, holdout=0,
+                            device="cpu", seed=seed, overwrite=True, freeze_encoder=freeze_encoder, lr=lr,
+                            mix_fraction=mix_fraction)
+            ckpt = rep["checkpoint"]
+            run = {"source": source, "k": k, "seed": seed, "minutes": minutes, "fields": sorted(pairs), "before": before,
+                   "after": score_real(ckpt, score_fields, score_pairs, source),
+                   "synthetic_before": synthetic_before, "synthetic_after": score_synthetic(ckpt, synth_test),
+                   "lr": lr, "mix_fraction": mix_fraction, "steps": rep["steps"],
+                   "seconds_training": rep["seconds_training"], "checkpoint": ckpt}
+            log(f"after: {json.dumps(run['after'])}\n  synthetic {json.dumps(run['synthetic_after'])}")
+            runs.append(run)
     import torch
 
     return {"source": source, "init": str(init) if init else "shipped default", "scoring_fields": sorted(score_pairs),
             "synth": synth or PROCEDURAL, "cpu_threads": torch.get_num_threads(), "runs": runs,
-            "seconds": round(time.time() - t0, 1)}
+            "summary": summarize_runs(runs), "seconds": round(time.time() - t0, 1)}
+
+
+SUMMARY_KEYS = ("wbc_type_balanced_acc", "wbc_dice", "labelled_wbc_dice")
+
+
+def summarize_runs(runs: Sequence[dict]) -> dict[str, dict]:
+    """Per k over its seeds: mean and standard deviation (population) of the 'after' scores of
+    :data:`SUMMARY_KEYS` and of the synthetic pixel accuracy, and the number of runs."""
+    out: dict[str, dict] = {}
+    for k in sorted({r["k"] for r in runs}):
+        rs = [r for r in runs if r["k"] == k]
+        entry: dict = {"runs": len(rs)}
+        values = {key: [r["after"].get(key) for r in rs] for key in SUMMARY_KEYS}
+        values["synthetic_pixel_accuracy"] = [r["synthetic_after"]["pixel_accuracy"] for r in rs]
+        for key, vals in values.items():
+            vals = [v for v in vals if v is not None]
+            if vals:
+                entry[key] = {"mean": round(float(np.mean(vals)), 4), "sd": round(float(np.std(vals)), 4)}
+        out[str(k)] = entry
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                     "as bloodseg train --minutes does)")
     ap.add_argument("--lr", type=float, default=LEARNING_RATE, help="learning rate (default: %(default)s, as bloodseg train --minutes)")
     ap.add_argument("--mix", type=float, default=MIX_FRACTION, help="share of synthesized tiles per batch (default: %(default)s)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per k and seed: seed 0 takes the "
+                    "corrections evenly spread, another seed draws its own (stratified) and seeds the fine-tune; "
+                    "the JSON's summary gives mean and sd over seeds (default: 0)")
     ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     ap.add_argument("--work", default=None, help="folder for pairs and runs (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -202,11 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work) if args.work else Path(tmp)
         res = run_benchmark(fields, args.source, args.model, args.k, args.minutes, work, synth, args.score_fields,
                             args.synth_tiles, log=lambda s: print(s, flush=True), freeze_encoder=not args.train_encoder,
-                            lr=args.lr, mix_fraction=args.mix)
+                            lr=args.lr, mix_fraction=args.mix, seeds=args.seeds)
     if not args.work:
         for r in res["runs"]:
             r["checkpoint"] = None  # gone with the temporary folder
     Path(args.out).write_text(json.dumps(res, indent=1))
+    for k, entry in res["summary"].items():
+        print(f"k={k}, {entry['runs']} run(s): " + ", ".join(
+            f"{key} {v['mean']:.3f} ± {v['sd']:.3f}" for key, v in entry.items() if isinstance(v, dict)))
     print(f"wrote {args.out}")
     return 0
 

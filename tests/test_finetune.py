@@ -190,6 +190,33 @@ def test_bench_finetune_bookkeeping(tmp_path, tiny_checkpoint, monkeypatch):
         assert again == r["after"] and r["after"]["n"] == len(scored)
         assert bench.score_synthetic(r["checkpoint"], bench.synthetic_test_set(str(synth), 2)) == r["synthetic_after"]
     assert res["runs"][0]["checkpoint"] != res["runs"][1]["checkpoint"]
+    assert res["summary"]["1"]["runs"] == 1 and res["summary"]["2"]["runs"] == 1
+    r2 = res["runs"][1]
+    assert res["summary"]["2"]["labelled_wbc_dice"] == {"mean": round(r2["after"]["labelled_wbc_dice"], 4), "sd": 0.0}
+
+
+def test_bench_finetune_seeds_draw_their_own_corrections(tmp_path, tiny_checkpoint, monkeypatch):
+    bench = _bench()
+    fields = _fields(tmp_path, 12)
+    score0, corr0 = bench.pick_fields(fields, [3], 3)
+    score1, corr1 = bench.pick_fields(fields, [3], 3, seed=1)
+    assert [f.name for f in score0] == [f.name for f in score1]  # one scoring set for every seed
+    assert not {f.name for f in score1} & {f.name for f in corr1[3]} and len(corr1[3]) == 3
+    draws = {tuple(sorted(f.name for f in bench.pick_fields(fields, [3], 3, seed=s)[1][3])) for s in range(1, 6)}
+    assert len(draws) > 1  # seeds draw different corrections
+
+    monkeypatch.setattr(bench, "heldout_fields", lambda source, data=None: fields)
+    out = tmp_path / "finetune.json"
+    argv = ["--out", str(out), "--k", "2", "--seeds", "0", "3", "--minutes", "0.02", "--score-fields", "3",
+            "--synth", "procedural", "--synth-tiles", "2", "--model", str(tiny_checkpoint), "--work", str(tmp_path / "w")]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert [(r["k"], r["seed"]) for r in res["runs"]] == [(2, 0), (2, 3)]
+    assert (tmp_path / "w" / "k2").is_dir() and (tmp_path / "w" / "k2_seed3").is_dir()
+    vals = [r["after"]["labelled_wbc_dice"] for r in res["runs"]]
+    s = res["summary"]["2"]
+    assert s["runs"] == 2 and s["labelled_wbc_dice"]["mean"] == pytest.approx(np.mean(vals), abs=1e-4)
+    assert s["labelled_wbc_dice"]["sd"] == pytest.approx(np.std(vals), abs=1e-4)
 
 
 def _mask_fields(tmp_path: Path, n: int) -> list:
