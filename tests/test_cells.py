@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_bloodseg.cells import GROUPS, MIN_AREA, find_cells, summarize
+from napari_bloodseg.cells import GROUPS, MIN_AREA, find_cells, summarize, write_table
 from napari_bloodseg.classes import BloodClass
 from napari_bloodseg.render import render_smear
 
@@ -186,3 +186,22 @@ def test_wbc_class_specks_smaller_than_a_lymphocyte_are_not_counted():
     labels[disk(labels.shape, (100, 200), 0.5 * d)] = BloodClass.LYMPHOCYTE  # an RBC across: a small lymphocyte
     _, records = find_cells(labels, d)
     assert [r.class_name for r in records] == ["lymphocyte"]
+
+
+def test_cells_cut_by_the_border_are_flagged_and_whole_rbcs_counted(tmp_path):
+    """Two RBCs inside the field, one cut by the left edge, one by the bottom: every cell counts in
+    rbc_total, only the two whole ones in rbc_whole, and the table says which were cut."""
+    labels = np.zeros((200, 200), np.uint8)
+    for centre in [(60, 60), (60, 140), (120, 0), (199, 100)]:
+        labels[disk(labels.shape, centre, 18)] = BloodClass.HEALTHY_RBC
+    _, records = find_cells(labels, 36.0)
+    by_centre = {(round(r.centroid_row / 10), round(r.centroid_col / 10)): r for r in records}
+    assert len(records) == 4 and all(r.class_id == BloodClass.HEALTHY_RBC for r in records)
+    assert [r.cut_by_border for r in sorted(records, key=lambda r: (r.min_row, r.min_col))] == [False, False, True, True]
+    assert not by_centre[(6, 6)].cut_by_border and not by_centre[(6, 14)].cut_by_border
+    s = summarize(records, 36.0)
+    assert (s["rbc_total"], s["rbc_whole"]) == (4, 2)
+    path = tmp_path / "cells.csv"
+    write_table(records, path)
+    rows = list(csv.DictReader(open(path)))
+    assert sorted(row["cut_by_border"] for row in rows) == ["False", "False", "True", "True"]

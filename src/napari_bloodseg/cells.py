@@ -36,6 +36,7 @@ MIN_AREA_WHOLE = {"rbc": 0.3, "wbc": 0.6, "thrombocyte": 0.01, "platelet clump":
 # WBC-class fringes the model draws along RBC edges next to a WBC (a few pixels wide) are opened
 # away before instances are cut, so they neither inflate the WBC nor count as cells.
 WBC_OPENING = 0.1  # radius, x RBC diameter
+_RBC_IDS = frozenset(int(c) for c in RBC_CLASSES)
 _SPLIT = {"rbc": True, "wbc": True, "thrombocyte": True, "platelet clump": False}
 
 
@@ -52,6 +53,7 @@ class CellRecord:
     max_row: int
     max_col: int
     mean_probability: float
+    cut_by_border: bool = False  # touches the image edge: part of the cell may lie outside the image
 
 
 def _split(mask: np.ndarray, diameter: float) -> np.ndarray:
@@ -130,7 +132,8 @@ def find_cells(
             cid = len(records) + 1
             instances[rr, cc] = cid
             records.append(CellRecord(cid, cls, CLASS_NAMES[cls], round(float(r.centroid[0]), 2),
-                                      round(float(r.centroid[1]), 2), int(r.area), r0, c0, r1, c1, round(prob, 4)))
+                                      round(float(r.centroid[1]), 2), int(r.area), r0, c0, r1, c1, round(prob, 4),
+                                      bool(cut)))
     return instances, records
 
 
@@ -147,6 +150,9 @@ def summarize(records: list[CellRecord], rbc_diameter: float | None = None) -> d
         "counts": counts,
         "counts_total": len(records),
         "rbc_total": rbc,
+        # RBCs wholly inside the image: for counting frames over adjacent fields, and for comparing
+        # with counts that skip cells cut by the field's edge (as Chula's annotation mostly does)
+        "rbc_whole": sum(r.class_id in _RBC_IDS and not r.cut_by_border for r in records),
         "infected_rbc": infected,
         "parasitemia_percent": round(100 * infected / rbc, 3) if rbc else None,
         "wbc_total": wbc,
