@@ -262,3 +262,15 @@ def test_shipped_model_finds_the_wbcs_added_on_review():
     seg = _shipped().segment(f.image(), f.rbc_diameter)
     s = rm.score_field(f, seg.labels, f.rbc_diameter, "given")
     assert s.n_matched_wbc == 3 and s.false_wbc == 0
+
+
+def test_rbc_count_error_of_whole_cells_leaves_out_cells_cut_by_the_edge():
+    lab = np.zeros((120, 240), np.uint8)
+    for centre in [(60, 40), (60, 120), (60, 200), (0, 120), (60, 239)]:  # the last two cut by the edge
+        lab[disk(centre, 18, shape=lab.shape)] = BloodClass.HEALTHY_RBC
+    f = _fake("chula", rbc_points=np.array([[60, 40], [60, 120], [60, 200]]), rbc_diameter=36.0)
+    s = rm.score_field(f, lab, 36.0, "given", rbc_true=3)
+    assert (s.rbc_pred, s.rbc_pred_whole) == (5, 3)
+    assert s.rbc_count_error == pytest.approx(2 / 3) and s.rbc_whole_count_error == 0.0
+    agg = rm.aggregate([s], "chula", "given")
+    assert agg["rbc_count_err_median_given"] == pytest.approx(2 / 3) and agg["rbc_whole_count_err_median_given"] == 0.0

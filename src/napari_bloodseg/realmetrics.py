@@ -262,6 +262,7 @@ class FieldScore:
     n_pred_wbc: int = 0
     rbc_true: int | None = None
     rbc_pred: int = 0
+    rbc_pred_whole: int = 0  # of rbc_pred, those not cut by the image edge
     infected_pred: int = 0
     scale: float = 1.0  # model pixels per input pixel
 
@@ -276,6 +277,12 @@ class FieldScore:
     @property
     def rbc_count_error(self) -> float | None:
         return rbc_count_error(self.rbc_pred, self.rbc_true) if self.rbc_true else None
+
+    @property
+    def rbc_whole_count_error(self) -> float | None:
+        """The count error when only RBCs not cut by the image edge are counted: the reading for
+        sources whose annotators skip cut cells (Chula's points do, mostly)."""
+        return rbc_count_error(self.rbc_pred_whole, self.rbc_true) if self.rbc_true else None
 
     @property
     def false_infected_rate(self) -> float | None:
@@ -310,6 +317,7 @@ def score_field(f: RealField, labels: np.ndarray, rbc_diameter: float, mode: str
                 s.types.append((int(t), wbc_type_majority(labels, box)))
     rbc = rbc_records(cells[1])
     s.rbc_pred = len(rbc)
+    s.rbc_pred_whole = sum(not r.cut_by_border for r in rbc)
     s.infected_pred = sum(r.class_id == BloodClass.INFECTED_RBC for r in rbc)
     return s
 
@@ -340,6 +348,8 @@ def aggregate(scores: Sequence[FieldScore], source: str, mode: str) -> dict[str,
     if source in RBC_COUNT_SOURCES:
         errs = [s.rbc_count_error for s in scores if s.rbc_count_error is not None]
         out["rbc_count_err_median" + sfx] = _median(errs)
+        out["rbc_whole_count_err_median" + sfx] = _median([s.rbc_whole_count_error for s in scores
+                                                           if s.rbc_whole_count_error is not None])
         out["n_rbc_fields" + sfx] = len(errs)
     if source in NO_MALARIA_SOURCES:
         rbc = sum(s.rbc_pred for s in scores)
