@@ -19,6 +19,9 @@ def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: w.worker is None and w.summary is not None, timeout=60_000)
     assert w.table.rowCount() == len(w.records) > 0
     assert "parasitemia" in w._summary.value
+    whole = sum(r.class_id in (BloodClass.HEALTHY_RBC, BloodClass.INFECTED_RBC) and not r.cut_by_border for r in w.records)
+    assert 0 < whole < w.summary["rbc_total"] and w.summary["rbc_whole"] == whole  # a 400² field has cut RBCs
+    assert f"({whole} not cut by the edge)" in w._summary.value
     points = viewer.layers["smear classes cells"]
     assert len(points.data) == len(w.records)
     assert set(points.features["class"]) <= {r.class_name for r in w.records}

@@ -31,7 +31,8 @@ COLUMNS = ("id", "class", "row", "col", "area px", "probability")
 
 def format_summary(s: dict) -> str:
     lines = [f"cells: {s['counts_total']}"]
-    lines.append(f"RBC: {s['rbc_total']}  infected: {s['infected_rbc']}  parasitemia: "
+    whole = f" ({s['rbc_whole']} not cut by the edge)" if s.get("rbc_whole") is not None else ""
+    lines.append(f"RBC: {s['rbc_total']}{whole}  infected: {s['infected_rbc']}  parasitemia: "
                  + ("–" if s["parasitemia_percent"] is None else f"{s['parasitemia_percent']:.2f} %"))
     diff = ", ".join(f"{k} {v:.0f} %" for k, v in s["wbc_differential_percent"].items() if v)
     lines.append(f"WBC: {s['wbc_total']}" + (f"  ({diff})" if diff else ""))
