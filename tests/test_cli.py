@@ -177,6 +177,8 @@ def test_run_summary_over_a_folder(tmp_path, capsys):
     t = run["total"]
     assert t["images"] == 2 and t["rbc_total"] == sum(s["rbc_total"] for s in per_image) > 0
     assert t["wbc_total"] == sum(s["wbc_total"] for s in per_image)
+    assert t["rbc_whole"] == sum(s["rbc_whole"] for s in per_image) <= t["rbc_total"]
+    assert [r["rbc_whole"] for r in run["images"]] == [s["rbc_whole"] for s in per_image]
     assert t["infected_rbc"] == sum(s["infected_rbc"] for s in per_image)
     lo, hi = t["parasitemia_ci95_percent"]
     assert lo <= t["parasitemia_percent"] <= hi and hi - lo > 1  # a few hundred RBCs: a wide interval
@@ -184,6 +186,7 @@ def test_run_summary_over_a_folder(tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert [r["image"] for r in rows] == ["f1.png", "f2.png", "TOTAL"]
     assert int(rows[-1]["wbc_total"]) == t["wbc_total"] and "WBC" in rows[-1]["flags"]
+    assert int(rows[-1]["rbc_whole"]) == t["rbc_whole"]
     # nothing is replaced without --overwrite; with it, the same folder gives the same report
     before = (out / "summary.json").read_bytes()
     (out / "summary.json").unlink()

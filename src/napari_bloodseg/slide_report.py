@@ -50,8 +50,9 @@ def flags(rbc: int, wbc: int) -> list[str]:
     return out
 
 
-def _entry(name: str, counts: dict[str, int], rbc_diameter: float | None = None) -> dict:
-    """One row of the run summary from per-class cell counts."""
+def _entry(name: str, counts: dict[str, int], rbc_diameter: float | None = None, rbc_whole: int | None = None) -> dict:
+    """One row of the run summary from per-class cell counts (``rbc_whole``: RBCs not cut by the
+    image edge, None when not known)."""
     counts = {n: int(counts.get(n, 0)) for n in CLASS_NAMES[1:]}
     infected = counts[CLASS_NAMES[BloodClass.INFECTED_RBC]]
     rbc = infected + counts[CLASS_NAMES[BloodClass.HEALTHY_RBC]]
@@ -62,6 +63,7 @@ def _entry(name: str, counts: dict[str, int], rbc_diameter: float | None = None)
         "counts": counts,
         "counts_total": sum(counts.values()),
         "rbc_total": rbc,
+        "rbc_whole": rbc_whole,
         "infected_rbc": infected,
         "parasitemia_percent": round(100 * infected / rbc, 3) if rbc else None,
         "parasitemia_ci95_percent": [round(100 * ci[0], 3), round(100 * ci[1], 3)] if ci else None,
@@ -78,9 +80,10 @@ def run_summary(images: Sequence[tuple[str, dict]], failed: Iterable[str] = (), 
     """Run-level summary of ``(image name, per-image summary)`` pairs (summaries as from
     :func:`napari_bloodseg.cells.summarize`, which hold ``counts`` and ``rbc_diameter_px``).
     ``shared_scale``: the run's one RBC diameter (``SharedScale.as_dict``), recorded when given."""
-    rows = [_entry(name, s["counts"], s.get("rbc_diameter_px")) for name, s in images]
+    rows = [_entry(name, s["counts"], s.get("rbc_diameter_px"), s.get("rbc_whole")) for name, s in images]
     total_counts = {n: sum(r["counts"][n] for r in rows) for n in CLASS_NAMES[1:]}
-    total = _entry("TOTAL", total_counts)
+    wholes = [r["rbc_whole"] for r in rows]
+    total = _entry("TOTAL", total_counts, rbc_whole=sum(wholes) if wholes and None not in wholes else None)
     total.pop("rbc_diameter_px")
     total["images"] = len(rows)
     out = {
@@ -116,7 +119,7 @@ def is_class_map(data: np.ndarray) -> bool:
 
 
 CSV_COLUMNS: tuple[str, ...] = (
-    "image", "counts_total", *CLASS_NAMES[1:], "rbc_total", "infected_rbc", "parasitemia_percent",
+    "image", "counts_total", *CLASS_NAMES[1:], "rbc_total", "rbc_whole", "infected_rbc", "parasitemia_percent",
     "parasitemia_ci95_low", "parasitemia_ci95_high", "wbc_total",
     *(f"{n} %" for n in _WBC_NAMES), "platelets", "platelet_clumps", "rbc_diameter_px", "flags",
 )
@@ -125,7 +128,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 def _csv_row(r: dict) -> dict:
     ci = r["parasitemia_ci95_percent"] or (None, None)
     row = {"image": r["image"], "counts_total": r["counts_total"], **r["counts"], "rbc_total": r["rbc_total"],
-           "infected_rbc": r["infected_rbc"], "parasitemia_percent": r["parasitemia_percent"],
+           "rbc_whole": r.get("rbc_whole"), "infected_rbc": r["infected_rbc"], "parasitemia_percent": r["parasitemia_percent"],
            "parasitemia_ci95_low": ci[0], "parasitemia_ci95_high": ci[1], "wbc_total": r["wbc_total"],
            **{f"{n} %": v for n, v in r["wbc_differential_percent"].items()},
            "platelets": r["platelets"], "platelet_clumps": r["platelet_clumps"],
