@@ -274,3 +274,18 @@ def test_rbc_count_error_of_whole_cells_leaves_out_cells_cut_by_the_edge():
     assert s.rbc_count_error == pytest.approx(2 / 3) and s.rbc_whole_count_error == 0.0
     agg = rm.aggregate([s], "chula", "given")
     assert agg["rbc_count_err_median_given"] == pytest.approx(2 / 3) and agg["rbc_whole_count_err_median_given"] == 0.0
+
+
+def test_sheet_draws_boxes_added_on_review_in_yellow(tmp_path):
+    from PIL import Image
+
+    rgb = np.full((100, 200, 3), 128, np.uint8)
+    row = rm._SheetRow("f", rgb, {}, 36.0, [(10, 10, 60, 60), (10, 120, 60, 170)], None, reviewed=1)
+    path = rm.write_sheet([row], tmp_path / "sheet.png", "wbc_rpi", height=100)
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    yellow = (np.abs(img - np.array(rm.REVIEWED_BOX_COLOUR)).sum(-1) < 60)
+    white = (img > 235).all(-1)
+    cols_y, cols_w = np.nonzero(yellow)[1], np.nonzero(white)[1]
+    assert yellow.any() and white.any()
+    assert cols_y.min() >= 115 and cols_y.max() <= 175  # the reviewed box (the second) is yellow
+    assert cols_w[cols_w < 100].size and not (yellow[:, :100]).any()  # the source's box stays white

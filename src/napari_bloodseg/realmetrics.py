@@ -424,6 +424,7 @@ class _SheetRow:
     truth_d: float | None
     boxes: list[Box]
     mask: np.ndarray | None
+    reviewed: int = 0  # the last this many boxes were added on review (drawn yellow)
 
 
 def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None = None,
@@ -483,7 +484,8 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
             continue
         mask = f.wbc_mask()
         rbc_true = truth_cache[f.name] if f.name in truth_cache else rbc_truth_count(f, rgb)
-        row = _SheetRow(f.name, rgb, {}, f.rbc_diameter, list(f.wbc_boxes), mask) if f.name in sheet_names else None
+        row = (_SheetRow(f.name, rgb, {}, f.rbc_diameter, list(f.wbc_boxes), mask, f.reviewed_wbc)
+               if f.name in sheet_names else None)
         ok = False
         for mode in MODES:
             d = None if mode == "auto" else f.rbc_diameter
@@ -528,8 +530,10 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
 
 # ---------------------------------------------------------------- picture sheet
 
+REVIEWED_BOX_COLOUR = (255, 220, 0)
+
 def _panel(img: np.ndarray, height: int, boxes: Sequence[Box] = (), outline: np.ndarray | None = None,
-           text: str = ""):
+           text: str = "", reviewed: int = 0):
     from PIL import Image, ImageDraw
 
     h, w = img.shape[:2]
@@ -546,8 +550,9 @@ def _panel(img: np.ndarray, height: int, boxes: Sequence[Box] = (), outline: np.
     s = height / h
     im = Image.fromarray(img).resize((max(1, round(w * s)), height), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(im)
-    for r0, c0, r1, c1 in boxes:
-        draw.rectangle([c0 * s, r0 * s, c1 * s, r1 * s], outline=(255, 255, 255), width=2)
+    for i, (r0, c0, r1, c1) in enumerate(boxes):
+        colour = REVIEWED_BOX_COLOUR if i >= len(boxes) - reviewed else (255, 255, 255)
+        draw.rectangle([c0 * s, r0 * s, c1 * s, r1 * s], outline=colour, width=2)
     if text:
         draw.rectangle([0, 0, 7 * len(text) + 6, 14], fill=(0, 0, 0))
         draw.text((3, 2), text, fill=(255, 255, 255))
@@ -557,7 +562,8 @@ def _panel(img: np.ndarray, height: int, boxes: Sequence[Box] = (), outline: np.
 def write_sheet(rows: Sequence[_SheetRow], path: str | Path, source: str = "",
                 height: int = SHEET_PANEL_HEIGHT) -> Path:
     """One PNG: a row per field, image | auto-scale overlay | given-scale overlay (| shared-scale
-    overlay when the rows have one), true WBC boxes or mask outline in white, the RBC diameters used
+    overlay when the rows have one), true WBC boxes or mask outline in white (boxes added on review in
+    yellow), the RBC diameters used
     written on the panels (palette PNG: small)."""
     from PIL import Image, ImageDraw
 
@@ -568,11 +574,11 @@ def write_sheet(rows: Sequence[_SheetRow], path: str | Path, source: str = "",
     for r in rows:
         truth = f"{r.truth_d:.1f}" if r.truth_d else "?"
         name = r.name if len(r.name) <= 20 else r.name[:17] + "..."
-        row = [_panel(r.rgb, height, r.boxes, r.mask, f"{source}/{name} truth d={truth}")]
+        row = [_panel(r.rgb, height, r.boxes, r.mask, f"{source}/{name} truth d={truth}", r.reviewed)]
         for mode in modes:
             if mode in r.overlays:
                 ov, d = r.overlays[mode]
-                row.append(_panel(ov, height, r.boxes, r.mask, f"{mode} d={d:.1f} px"))
+                row.append(_panel(ov, height, r.boxes, r.mask, f"{mode} d={d:.1f} px", r.reviewed))
             else:
                 blank = Image.new("RGB", row[0].size, (40, 40, 40))
                 ImageDraw.Draw(blank).text((5, 5), f"{mode}: no result", fill=(255, 255, 255))
