@@ -103,6 +103,16 @@ def test_appearance_tints_glass_only_where_the_mask_says_glass():
 
 
 # ----------------------------------------------------------------------------- derived labels
+def test_labels_derived_when_the_wbc_box_covers_the_whole_field():
+    """A tight WBC-centred crop (Zheng DS1): the loose box round the WBC covers every pixel, so the
+    cell/glass threshold comes from the whole field instead of failing."""
+    s = render_smear((96, 96), seed=5, counts={"neutrophil": 1}, infected_fraction=0.0)
+    lab = derive_labels(s.image, [(0, 0, 96, 96)], [None], 36.0, threshold_outside_boxes=True)
+    assert lab.shape == (96, 96)
+    called = lab == SOME_WBC
+    assert called.any() and (s.mask[called] == BloodClass.NEUTROPHIL).mean() > 0.8
+
+
 def test_labels_derived_from_boxes_agree_with_the_truth():
     s = render_smear((448, 448), seed=3, counts={"neutrophil": 1, "lymphocyte": 1, "thrombocyte": 3},
                      infected_fraction=0.0)

@@ -82,8 +82,13 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     for box in wbc_boxes:
         y0, x0, y1, x1 = _loose_box(box, d, (h, w))
         in_box[y0:y1, x0:x1] = True
+    sample = total[valid & ~in_box] if threshold_outside_boxes else total[valid]
+    if sample.size == 0:  # the WBC's box covers the whole field: threshold on all of it
+        sample = total[valid]
+    if sample.size == 0:
+        return out
     try:
-        t = max(0.12, float(filters.threshold_otsu(total[valid & ~in_box] if threshold_outside_boxes else total[valid])))
+        t = max(0.12, float(filters.threshold_otsu(sample)))
     except ValueError:
         return out
     fg = morphology.opening((total > t) & valid, morphology.disk(2))
