@@ -36,7 +36,6 @@ MIN_AREA_WHOLE = {"rbc": 0.3, "wbc": 0.6, "thrombocyte": 0.01, "platelet clump":
 # WBC-class fringes the model draws along RBC edges next to a WBC (a few pixels wide) are opened
 # away before instances are cut, so they neither inflate the WBC nor count as cells.
 WBC_OPENING = 0.1  # radius, x RBC diameter
-_RBC_IDS = frozenset(int(c) for c in RBC_CLASSES)
 _SPLIT = {"rbc": True, "wbc": True, "thrombocyte": True, "platelet clump": False}
 
 
@@ -152,7 +151,7 @@ def summarize(records: list[CellRecord], rbc_diameter: float | None = None) -> d
         "rbc_total": rbc,
         # RBCs wholly inside the image: for counting frames over adjacent fields, and for comparing
         # with counts that skip cells cut by the field's edge (as Chula's annotation mostly does)
-        "rbc_whole": sum(r.class_id in _RBC_IDS and not r.cut_by_border for r in records),
+        "rbc_whole": sum(r.class_id in GROUPS["rbc"] and not r.cut_by_border for r in records),
         "infected_rbc": infected,
         "parasitemia_percent": round(100 * infected / rbc, 3) if rbc else None,
         "wbc_total": wbc,
