@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--method", default="network", choices=["network", "classical"])
     ap.add_argument("--shared-batch", type=int, default=10,
                     help="also score runs of this many fields (in name order) segmented at one shared scale, the median "
-                         "of their estimates, as `bloodseg segment --shared-scale` does (default: %(default)s)")
+                         "of their estimates, as `bloodseg segment --shared-scale` does; 0: not (default: %(default)s)")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     args = ap.parse_args(argv)
@@ -88,16 +88,18 @@ def main(argv: list[str] | None = None) -> dict:
                          "method": how, "err": round(realmetrics.scale_error(d, f.rbc_diameter), 3)})
         errs = [r["err"] for r in rows]
         summary = {"n": len(rows), "within_15pct": round(float(np.mean([e <= 0.15 for e in errs])), 3) if errs else None,
-                   "err_median": round(float(np.median(errs)), 3) if errs else None,
-                   f"within_15pct_shared{args.shared_batch}": _round3(realmetrics.shared_scale_within(
-                       [r["field"] for r in rows], [r["estimate"] for r in rows], [r["truth"] for r in rows],
-                       args.shared_batch)),
-                   "seconds_per_field": round(float(np.mean(times)), 3) if times else None,
-                   "worst": sorted(rows, key=lambda r: -r["err"])[:5], "fields": rows}
+                   "err_median": round(float(np.median(errs)), 3) if errs else None}
+        shared = ""
+        if args.shared_batch > 0:
+            key = f"within_15pct_shared{args.shared_batch}"
+            summary[key] = _round3(realmetrics.shared_scale_within(
+                [r["field"] for r in rows], [r["estimate"] for r in rows], [r["truth"] for r in rows], args.shared_batch))
+            shared = f"  shared x{args.shared_batch} {summary[key]}"
+        summary.update({"seconds_per_field": round(float(np.mean(times)), 3) if times else None,
+                        "worst": sorted(rows, key=lambda r: -r["err"])[:5], "fields": rows})
         result["sources"][source] = summary
-        print(f"{source:<15} n {summary['n']:>3}  within15 {summary['within_15pct']}"
-              f"  shared x{args.shared_batch} {summary[f'within_15pct_shared{args.shared_batch}']}  median err {summary['err_median']}"
-              f"  {summary['seconds_per_field']} s/field", flush=True)
+        print(f"{source:<15} n {summary['n']:>3}  within15 {summary['within_15pct']}{shared}"
+              f"  median err {summary['err_median']}  {summary['seconds_per_field']} s/field", flush=True)
         for r in summary["worst"][:3]:
             print(f"    {r['field']}: truth {r['truth']} est {r['estimate']} ({r['cells']} cells, {r['method']})")
     if not args.no_cost:

@@ -9,7 +9,15 @@ and optionally synthesized tiles (36 px); with --wbc-crops instead, WBC-centred 
 diameters a side) cut from the training-split box fields, for a cache to add by --extra-cache. Each image gives windows at several candidate scales
 exactly as autoscale cuts them (u = log of the window's RBC size over the training size, uniform
 in ±U_RANGE), half of them with the wide appearance randomisation. Prints a leave-one-source-out
-error before fitting on all.
+error before fitting on all. Caches hold the bottleneck features and the mean class probabilities,
+so one cache serves both kinds of head (--features).
+
+The shipped size model (session 21; reads the bottleneck alone), two caches of each kind:
+
+    python scripts/fit_scale_head.py --model CKPT --per-source 220 --windows 6 --synth SYNTH --cache A.npz --no-loo
+    python scripts/fit_scale_head.py --model CKPT --per-source 220 --windows 6 --wbc-crops --cache B.npz --no-loo
+    # the same two with --seed 1 --cache A2.npz / B2.npz, then:
+    python scripts/fit_scale_head.py --model CKPT --cache A.npz --extra-cache B.npz A2.npz B2.npz --seeds 16
 """
 
 from __future__ import annotations
@@ -26,12 +34,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from napari_bloodseg.augment import appearance
+from napari_bloodseg.classes import NUM_CLASSES
 from napari_bloodseg.autoscale import _pad_batch, _window
 from napari_bloodseg.infer import Segmenter
 from napari_bloodseg.realfields import TRAINABLE, default_data_dir, read_fields
 from napari_bloodseg.scalehead import ensemble, fit_head, window_features
 
 U_RANGE = 2.5
+FEATURES = ("bottleneck", "bottleneck+classes")
 
 
 def _wbc_crop(field, rng) -> np.ndarray:
@@ -98,8 +108,13 @@ def main() -> None:
                     help="checkpoint whose size model is averaged with the fitted one (equal weight)")
     ap.add_argument("--no-loo", action="store_true", help="skip the leave-one-source-out report")
     ap.add_argument("--seeds", type=int, default=4, help="heads averaged (an ensemble stored as one head)")
+    ap.add_argument("--seed", type=int, default=0, help="draws the images, windows and augmentation of a new cache")
+    ap.add_argument("--features", choices=FEATURES, default=FEATURES[0],
+                    help="what the head reads: the bottleneck alone (the way down of the network only: faster, and "
+                         "exact after a decoder-only fine-tune), or the bottleneck and the mean class probabilities "
+                         "(the heads of sessions 12-20)")
     args = ap.parse_args()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     seg = Segmenter.from_file(args.model, "cpu")
     train_d, tile = float(seg.info.rbc_diameter_px), seg.scale_window
     if args.cache and args.cache.is_file():
@@ -127,7 +142,7 @@ def main() -> None:
                 ulist.append(u)
             if not wins:
                 continue
-            f = window_features(seg, _pad_batch(wins, tile))
+            f = window_features(seg, _pad_batch(wins, tile), classes=True)  # the cache serves both kinds
             feats.append(f)
             us += ulist
             groups += [group] * len(ulist)
@@ -139,21 +154,27 @@ def main() -> None:
     for extra in args.extra_cache:
         z = np.load(extra)
         feats, us, groups = np.concatenate([feats, z["feats"]]), np.concatenate([us, z["u"]]), np.concatenate([groups, z["groups"]])
-    print(f"{len(us)} windows from groups {sorted(set(groups.tolist()))}")
+    reads_classes = args.features == FEATURES[1]
+    if not reads_classes:
+        feats = feats[:, : feats.shape[1] - NUM_CLASSES]  # the cache holds the class probabilities last
+    print(f"{len(us)} windows from groups {sorted(set(groups.tolist()))}, {feats.shape[1]} features")
     for g in [] if args.no_loo else sorted(set(groups.tolist())):
         tr, te = groups != g, groups == g
-        head = fit_head(feats[tr], us[tr], u_range=U_RANGE)
+        head = fit_head(feats[tr], us[tr], u_range=U_RANGE, reads_classes=reads_classes)
         err = head.predict(feats[te]) - us[te]
         near = np.abs(us[te]) < 0.5
         print(f"  leave out {g:<13} rmse {np.sqrt(np.mean(err ** 2)):.3f}  |u|<0.5: rmse {np.sqrt(np.mean(err[near] ** 2)):.3f}"
               f"  within 15%: {np.mean(np.abs(err[near]) < math.log(1.15)):.2f}")
-    head = ensemble([fit_head(feats, us, u_range=U_RANGE, seed=k) for k in range(args.seeds)])
+    head = ensemble([fit_head(feats, us, u_range=U_RANGE, seed=k, reads_classes=reads_classes) for k in range(args.seeds)])
     if args.ensemble_with:
         from napari_bloodseg.checkpoint import load_checkpoint
 
         other = load_checkpoint(args.ensemble_with)[1].scale_head
         if other is None:
             raise SystemExit(f"{args.ensemble_with} has no size model")
+        if other.reads_classes != reads_classes:
+            raise SystemExit(f"{args.ensemble_with}'s size model reads other features: fit with --features "
+                             f"{FEATURES[int(other.reads_classes)]} to average with it")
         head = ensemble([head, other])
     write_head(args.model, args.out or args.model, head)
 

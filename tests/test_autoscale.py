@@ -88,6 +88,43 @@ def test_scale_head_learns_a_size_signal_and_travels_in_the_checkpoint(tmp_path)
         load_checkpoint(tmp_path / "bad.safetensors")
 
 
+def test_a_bottleneck_head_runs_only_the_way_down_and_is_marked_in_the_checkpoint(tmp_path, monkeypatch):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from napari_bloodseg.checkpoint import META_KEY, ModelInfo, load_checkpoint, read_metadata, save_checkpoint
+    from napari_bloodseg.classes import NUM_CLASSES
+    from napari_bloodseg.model import UNet
+    from napari_bloodseg.scalehead import PREFIX, fit_head, window_features
+
+    rng = np.random.default_rng(2)
+    head = fit_head(rng.normal(size=(64, 128)), rng.uniform(-1, 1, 64), hidden=4, epochs=2)
+    assert not head.reads_classes
+    save_checkpoint(tmp_path / "m.safetensors", UNet(width=4), ModelInfo(width=4, scale_head=head))
+    seg = Segmenter.from_file(tmp_path / "m.safetensors", device="cpu", backend="torch", precision="fp32")
+    assert not seg.info.scale_head.reads_classes
+    tiles = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    full = window_features(seg, tiles, classes=True)
+    assert full.shape == (2, 2 * 4 * 16 + NUM_CLASSES)
+    # without the class probabilities the decoder never runs, and the bottleneck features are the same
+    monkeypatch.setattr(UNet, "forward_with_bottleneck", lambda *a: pytest.fail("the decoder ran"))
+    down = window_features(seg, tiles, classes=False)
+    assert down.shape == (2, 2 * 4 * 16) and np.allclose(down, full[:, :-NUM_CLASSES], atol=1e-5)
+    monkeypatch.undo()
+    pytest.importorskip("openvino")
+    ov = Segmenter.from_file(tmp_path / "m.safetensors", device="cpu", backend="openvino", precision="fp32")
+    # both kinds compiled for one set of weights: each keeps its own compiled network
+    assert np.allclose(window_features(ov, tiles, classes=False), down, atol=1e-3)
+    assert np.allclose(window_features(ov, tiles, classes=True), full, atol=1e-3)
+    # a checkpoint written before heads said what they read: its head read the class probabilities
+    state = load_file(str(tmp_path / "m.safetensors"))
+    del state[PREFIX + "reads_classes"]
+    meta = {META_KEY: json.dumps(read_metadata(tmp_path / "m.safetensors"))}
+    save_file(state, str(tmp_path / "old.safetensors"), metadata=meta)
+    assert load_checkpoint(tmp_path / "old.safetensors")[1].scale_head.reads_classes
+
+
 def test_the_shipped_model_carries_a_size_model(shipped):
     assert shipped.info.scale_head is not None
 

@@ -116,7 +116,7 @@ def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) 
     from .scalehead import window_features
 
     wins = [_window(rgb, d, train_d, tile) for d in cands]
-    feats = window_features(segmenter, _pad_batch(wins, tile))
+    feats = window_features(segmenter, _pad_batch(wins, tile), classes=head.reads_classes)
     u = head.predict(feats)
     logd = np.log(cands) + u
     # weighted median: one candidate the head misreads (a window of glass, a tiny window) cannot

@@ -211,7 +211,8 @@ def fine_tune(
     of each batch drawn from ``synth_dir`` (see :func:`synth_dataset`), holding out ``holdout``
     pairs (see :func:`split_holdout`) scored before and after. Writes ``out_dir/fine_tuned.
     safetensors`` and ``out_dir/fine_tune.json``; returns that report. ``freeze_encoder``: only the
-    decoder learns, so the checkpoint keeps the size model of ``init`` (automatic scale unchanged). ``on_progress`` receives
+    decoder learns, so the checkpoint keeps the size model of ``init`` (one that reads the bottleneck
+    alone, as the shipped one, stays exact). ``on_progress`` receives
     train()'s events plus {"kind": "phase", "text"}; ``should_stop`` ends training early."""
     from .checkpoint import (
         DEFAULT_MODEL,

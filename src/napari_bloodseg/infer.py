@@ -441,7 +441,7 @@ class Segmenter:
         self.model, self.backend, self.dtype = inference_module(model, self.device, backend, precision, fast,
                                                                 normalise=(info.mean, info.std))
         self.unet, self.precision = model, precision  # the torch network itself: the size model reads its features
-        self._feature_net = None  # built on first use by scalehead.window_features
+        self._feature_nets = {}  # built on first use by scalehead.window_features, per kind of features
         self.fast = fast
         self.info = info
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size

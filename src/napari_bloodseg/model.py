@@ -53,15 +53,20 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_bottleneck(x)[0]
 
-    def forward_with_bottleneck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, activations of the deepest level)."""
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The way down: (skip activations of each level, activations of the deepest level)."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x)
             if i < DEPTH:
                 skips.append(x)
                 x = self.pool(x)
-        bottleneck = x
+        return skips, x
+
+    def forward_with_bottleneck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, activations of the deepest level)."""
+        skips, bottleneck = self.encode(x)
+        x = bottleneck
         for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
             x = conv(torch.cat([up(x), skip], dim=1))
         return self.head(x), bottleneck
