@@ -328,3 +328,25 @@ def test_scattered_per_image_estimates_suggest_a_shared_scale(tmp_path, tiny_che
     assert main(["segment", str(src), "--out", str(tmp_path / "o2"), "--model", str(tiny_checkpoint), "-q",
                  "--scale-method", "classical"]) == 0
     assert "--shared-scale" not in capsys.readouterr().out  # --quiet: no hint
+
+
+def test_a_file_that_is_no_image_is_one_plain_line_and_leaves_no_file_open(tmp_path, tiny_checkpoint, capsys):
+    import gc
+    import warnings
+
+    from napari_bloodseg.io import read_image
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    upper = _smear(tmp_path / "FIELD.PNG", (64, 64))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="not a readable image .*damaged file"):
+            read_image(notes)
+        gc.collect()
+        assert read_image(upper).shape == (64, 64, 3)  # the suffix's case does not matter
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    rc = main(["segment", str(notes), "--out", str(tmp_path / "out"), "--model", str(tiny_checkpoint),
+               "--rbc-diameter", "36"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "notes.txt: not a readable image" in err and "warning" not in err

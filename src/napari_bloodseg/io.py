@@ -18,9 +18,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        arr = iio.imread(path)
-    except Exception as e:  # imageio raises many types for unreadable files
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__})") from None
+        # through our own handle, closed on every path: imageio leaves its own open when a plugin fails
+        with open(path, "rb") as fh:
+            arr = iio.imread(fh, extension=path.suffix.lower() or None)
+    except Exception:  # imageio and its plugins raise many types for unreadable files
+        raise ValueError(f"{path}: not a readable image (an image format not supported, or a damaged file)") from None
     return np.asarray(arr)
 
 
