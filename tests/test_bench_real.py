@@ -295,7 +295,7 @@ def test_bench_scale_rescale_factors_are_checked():
     bench = _load_script("bench_scale")
     assert bench.rescale_factors("0.5, 2") == [0.5, 2.0]
     for bad in ("", "two", "0", "-1", "9"):
-        with pytest.raises(Exception, match="factor"):
+        with pytest.raises(bench.argparse.ArgumentTypeError, match="factor"):
             bench.rescale_factors(bad)
 
 
