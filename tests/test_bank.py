@@ -611,3 +611,26 @@ def test_import_of_few_source_images_fills_every_split(tmp_path):
     assert sorted(s.split for s in Bank.open(tmp_path / "bank").samples()) == ["test", "train", "val"]
     assert (rep.moved > 0) == ("moved" in rep.summary())
     assert run_import("folder", src, tmp_path / "bank", rbc_diameter=48).moved == 0
+
+
+def test_a_damaged_file_in_an_import_is_reported_with_its_reason_and_left_closed(tmp_path):
+    import gc
+    import warnings
+
+    src = tmp_path / "mine"
+    rgb, cell = draw_rbc_crop(seed=0)
+    _write(src / "healthy_rbc" / "r0.png", rgb)
+    good = (src / "healthy_rbc" / "r0.png").read_bytes()
+    (src / "healthy_rbc" / "cut.png").write_bytes(good[: len(good) // 3])  # a transfer cut short
+    (src / "healthy_rbc" / "notes.png").write_bytes(b"not a png")  # imageio left this one's file open
+    (src / "healthy_rbc" / "empty.tif").write_bytes(b"II*\x00garbage")  # imageio read it as no pixels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        rep = run_import("folder", src, tmp_path / "bank", rbc_diameter=36, licence="CC0", jobs=1)
+        gc.collect()
+    assert rep.added == Counter({BloodClass.HEALTHY_RBC: 1})
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    why = {Path(line.split(":")[0]).name: line for line in rep.unreadable}
+    assert set(why) == {"cut.png", "notes.png", "empty.tif"}
+    assert "truncated" in why["cut.png"]  # the decoder's own reason is kept for the report
+    assert "no image format recognised" in why["notes.png"] and "no pixels" in why["empty.tif"]

@@ -10,17 +10,32 @@ import numpy as np
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an array; raises ValueError with a one-line reason."""
+def imread(path: str | os.PathLike) -> np.ndarray:
+    """``imageio.v3.imread`` through our own file handle, closed on every path (imageio leaves its
+    own open when a plugin fails on a damaged file). Raises what the decoder raises, for callers
+    that report the detail (the bank's import report); :func:`read_image` words it for users."""
     import imageio.v3 as iio
 
+    path = Path(path)
+    with open(path, "rb") as fh:
+        try:
+            arr = np.asarray(iio.imread(fh, extension=path.suffix.lower() or None))
+        except OSError as e:
+            if "could not find a backend" in str(e).lower():  # imageio's words for "no format knows these bytes"
+                raise ValueError("no image format recognised in the file's bytes") from None
+            raise
+    if arr.size == 0:  # e.g. a TIFF header with no readable page
+        raise ValueError("the file holds no pixels")
+    return arr
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an array; raises ValueError with a one-line reason."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        # through our own handle, closed on every path: imageio leaves its own open when a plugin fails
-        with open(path, "rb") as fh:
-            arr = iio.imread(fh, extension=path.suffix.lower() or None)
+        arr = imread(path)
     except Exception:  # imageio and its plugins raise many types for unreadable files
         raise ValueError(f"{path}: not a readable image (an image format not supported, or a damaged file)") from None
     return np.asarray(arr)

@@ -54,11 +54,11 @@ class FolderDataset(Dataset):
         return len(self.items) * self.repeat
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        import imageio.v3 as iio
+        from .io import imread
 
         img_path, mask_path = self.items[i % len(self.items)]
-        img = np.asarray(iio.imread(img_path))[..., :3]
-        mask = np.asarray(iio.imread(mask_path))
+        img = imread(img_path)[..., :3]
+        mask = imread(mask_path)
         if mask.ndim == 3:
             mask = mask[..., 0]
         rng = np.random.default_rng()

@@ -29,6 +29,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from ..classes import CLASS_NAMES, class_id, folder_name
+from ..io import imread
 
 BANK_FORMAT = "bloodseg-bank"
 BANK_VERSION = 1
@@ -119,7 +120,7 @@ class Sample:
 
     def load_rgba(self) -> np.ndarray:
         """RGBA uint8 (h, w, 4)."""
-        a = iio.imread(self.abspath)
+        a = imread(self.abspath)
         if a.ndim != 3 or a.shape[-1] != 4:
             raise ValueError(f"{self.abspath}: expected an RGBA PNG, got shape {a.shape}")
         return a

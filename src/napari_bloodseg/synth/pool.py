@@ -197,11 +197,11 @@ class SamplePool:
 
             a = render_cell(s.cls, MODEL_RBC_DIAMETER, np.random.default_rng(list(s.seed)))
         else:
-            import imageio.v3 as iio
+            from ..io import imread
 
             f = s.file if s.file is not None else s.path
             try:
-                a = np.asarray(iio.imread(f))
+                a = imread(f)
             except FileNotFoundError:
                 raise ValueError(f"{f}: sample file missing (listed in the bank manifest)") from None
             except Exception as e:  # imageio raises many types for broken files

@@ -66,13 +66,13 @@ def read_synth_set(path: str | os.PathLike, max_images: int | None = None) -> li
 
 
 def _stack(sd: Path, ids: list[str]):
-    import imageio.v3 as iio
+    from ..io import imread
 
     def img(i):
-        return np.asarray(iio.imread(sd / "images" / f"{i}.png"))[..., :3]
+        return imread(sd / "images" / f"{i}.png")[..., :3]
 
     def msk(i):
-        m = np.asarray(iio.imread(sd / "masks" / f"{i}.png"))
+        m = imread(sd / "masks" / f"{i}.png")
         return m[..., 0] if m.ndim == 3 else m
 
     if len(ids) > 256:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 
 from ...classes import CLASS_NAMES
+from ...io import imread
 from .. import masks as M
 from ..scale import (
     TARGET_RBC_DIAMETER,
@@ -165,7 +165,7 @@ class _Result:
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    return M.as_rgb(iio.imread(path))
+    return M.as_rgb(imread(path))
 
 
 def _finish(rgb: np.ndarray, mask: np.ndarray, diameter: float) -> np.ndarray | None:
@@ -196,7 +196,7 @@ def _crop_from(idx: int, cls: int, rgb: np.ndarray, ex: M.Extraction, diameter: 
 
 def _mask_levels(path: str) -> np.ndarray:
     """A mask file → bool (non-zero after a threshold at a quarter of its range; RGB by max)."""
-    m = np.asarray(iio.imread(path))
+    m = imread(path)
     if m.ndim == 3:
         m = m[..., :3].max(-1) if m.shape[-1] in (3, 4) else m[..., 0]
     m = m.astype(np.float64)

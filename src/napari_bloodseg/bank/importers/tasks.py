@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage as ndi
 from skimage import measure
 
 from ...classes import BloodClass
+from ...io import imread
 from .. import masks as M
 from .base import _Crop, _crop_from, _mask_levels, _Result, _Task
 
@@ -22,7 +22,7 @@ def _run_task(t: _Task) -> _Result:
         res.skipped[t.note or "skipped"] += 1
         return res
     try:
-        img = iio.imread(t.path)
+        img = imread(t.path)
         rgb = M.as_rgb(img)
     except Exception as e:  # noqa: BLE001 - any decoder failure means unreadable
         res.error = f"{t.rel}: {type(e).__name__}: {e}"
