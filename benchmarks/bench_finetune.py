@@ -146,9 +146,12 @@ def score_synthetic(model: str | Path | None, dataset) -> dict:
 def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | None, ks: Sequence[int], minutes: float,
                   work: Path, synth: str | None = None, n_score: int = 20, synth_tiles: int = 100,
                   log: Callable[[str], None] = print, freeze_encoder: bool = True, lr: float = LEARNING_RATE,
-                  mix_fraction: float = MIX_FRACTION, seeds: Sequence[int] = (0,)) -> dict:
+                  mix_fraction: float = MIX_FRACTION, seeds: Sequence[int] = (0,), mix_from: str | None = None) -> dict:
     """Every k and seed: write its correction pairs, fine-tune, score; the 'before' scores once.
-    A seed draws its own correction fields (see :func:`pick_fields`) and seeds the fine-tune."""
+    A seed draws its own correction fields (see :func:`pick_fields`) and seeds the fine-tune.
+    ``mix_from``: the tiles mixed into fine-tuning when not ``synth``'s train split, e.g.
+    'procedural' (what the napari dock and ``bloodseg train --minutes`` mix in by default)."""
+    mix = mix_from or synth or PROCEDURAL
     t0 = time.time()
     score_fields, _ = pick_fields(fields, ks, n_score)
     log(f"{source}: {len(fields)} held-out fields; scoring on {len(score_fields)}")
@@ -165,7 +168,7 @@ def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | N
             pairs = derived_pairs(corrections[k], log)
             pairs_dir = write_pairs(pairs, work / name / "pairs")
             log(f"k={k}, seed {seed}: {len(pairs)} correction fields, fine-tuning {minutes} min")
-            rep = fine_tune(init, pairs_dir, work / name / "run", minutes, synth_dir=synth or PROCEDURAL, holdout=0,
+            rep = fine_tune(init, pairs_dir, work / name / "run", minutes, synth_dir=mix, holdout=0,
                             device="cpu", seed=seed, overwrite=True, freeze_encoder=freeze_encoder, lr=lr,
                             mix_fraction=mix_fraction)
             ckpt = rep["checkpoint"]
@@ -179,7 +182,7 @@ def run_benchmark(fields: Sequence[RealField], source: str, init: str | Path | N
     import torch
 
     return {"source": source, "init": str(init) if init else "shipped default", "scoring_fields": sorted(score_pairs),
-            "synth": synth or PROCEDURAL, "cpu_threads": torch.get_num_threads(), "runs": runs,
+            "synth": synth or PROCEDURAL, "mixed_in": mix, "cpu_threads": torch.get_num_threads(), "runs": runs,
             "summary": summarize_runs(runs), "seconds": round(time.time() - t0, 1)}
 
 
@@ -214,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth", default="work_data/synth",
                     help="synthesized set: mixed into fine-tuning (train/) and scored for forgetting (test/); "
                     f"'{PROCEDURAL}' or a missing folder: rendered tiles for both (default: %(default)s)")
+    ap.add_argument("--mix-from", default=None, help="what is mixed into fine-tuning, if not --synth's train split: "
+                    f"another set, or '{PROCEDURAL}' (rendered tiles, what the napari dock and bloodseg train "
+                    "--minutes mix in when given no set)")
     ap.add_argument("--synth-tiles", type=int, default=100, help="synthetic test tiles scored, evenly spread; 0 = all (default: %(default)s)")
     ap.add_argument("--model", default=None, help="checkpoint to start from (default: the shipped model)")
     ap.add_argument("--train-encoder", action="store_true", help="adapt the encoder too (default: decoder only, "
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work) if args.work else Path(tmp)
         res = run_benchmark(fields, args.source, args.model, args.k, args.minutes, work, synth, args.score_fields,
                             args.synth_tiles, log=lambda s: print(s, flush=True), freeze_encoder=not args.train_encoder,
-                            lr=args.lr, mix_fraction=args.mix, seeds=args.seeds)
+                            lr=args.lr, mix_fraction=args.mix, seeds=args.seeds, mix_from=args.mix_from)
     if not args.work:
         for r in res["runs"]:
             r["checkpoint"] = None  # gone with the temporary folder

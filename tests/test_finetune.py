@@ -191,6 +191,7 @@ def test_bench_finetune_bookkeeping(tmp_path, tiny_checkpoint, monkeypatch):
         assert bench.score_synthetic(r["checkpoint"], bench.synthetic_test_set(str(synth), 2)) == r["synthetic_after"]
     assert res["runs"][0]["checkpoint"] != res["runs"][1]["checkpoint"]
     assert res["summary"]["1"]["runs"] == 1 and res["summary"]["2"]["runs"] == 1
+    assert res["mixed_in"] == res["synth"] == str(synth)  # by default the set scored is the set mixed in
     r2 = res["runs"][1]
     assert res["summary"]["2"]["labelled_wbc_dice"] == {"mean": round(r2["after"]["labelled_wbc_dice"], 4), "sd": 0.0}
 
@@ -217,6 +218,31 @@ def test_bench_finetune_seeds_draw_their_own_corrections(tmp_path, tiny_checkpoi
     s = res["summary"]["2"]
     assert s["runs"] == 2 and s["labelled_wbc_dice"]["mean"] == pytest.approx(np.mean(vals), abs=1e-4)
     assert s["labelled_wbc_dice"]["sd"] == pytest.approx(np.std(vals), abs=1e-4)
+
+
+def test_bench_finetune_mix_from_mixes_one_set_and_scores_forgetting_on_another(tmp_path, tiny_checkpoint, monkeypatch):
+    """--mix-from procedural: fine-tuning mixes rendered tiles (what the dock does without a set)
+    while forgetting is still scored on --synth's test split."""
+    bench = _bench()
+    fields = _fields(tmp_path, 6)
+    synth = write_pairs(tmp_path / "synth" / "test", 3, shape=(224, 224), seed=30).parent
+    write_pairs(synth / "train", 2, shape=(224, 224), seed=40)
+    monkeypatch.setattr(bench, "heldout_fields", lambda source, data=None: fields)
+    mixed = []
+    real_fine_tune = bench.fine_tune
+
+    def spy(*args, **kw):
+        mixed.append(kw["synth_dir"])
+        return real_fine_tune(*args, **kw)
+
+    monkeypatch.setattr(bench, "fine_tune", spy)
+    out = tmp_path / "finetune.json"
+    argv = ["--out", str(out), "--k", "1", "--minutes", "0.02", "--score-fields", "3", "--synth", str(synth),
+            "--mix-from", "procedural", "--synth-tiles", "3", "--model", str(tiny_checkpoint)]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert mixed == ["procedural"] and res["mixed_in"] == "procedural" and res["synth"] == str(synth)
+    assert res["runs"][0]["synthetic_after"]["items"] == 3  # the --synth test split, not rendered tiles
 
 
 def _mask_fields(tmp_path: Path, n: int) -> list:

