@@ -189,7 +189,10 @@ def add_parser(sub) -> None:
     f.add_argument("--mix-synth", default=None, metavar="SYNTH_DIR",
                    help="synthesized tiles mixed into each batch so classes missing from the corrections are not "
                    f"forgotten: a `bloodseg synth` set (its train/ split), an images/ + masks/ folder, or "
-                   f"'{PROCEDURAL}' (rendered on the fly) (default: {PROCEDURAL})")
+                   f"'{PROCEDURAL}' (cells drawn on the fly; nothing to prepare). A set made from a sample bank "
+                   "keeps the rest of the model better: 96.8 %% synthetic pixel accuracy after 5 minutes on 10 "
+                   "corrected fields, against 87.6 %% with drawn cells (README, fine-tuning) "
+                   f"(default: {PROCEDURAL})")
     f.add_argument("--mix-fraction", type=float, default=None, metavar="F",
                    help="share of each batch taken from --mix-synth, in [0, 1); 0 = corrections only (default: 0.5)")
     f.add_argument("--holdout", type=int, default=None, metavar="N",
