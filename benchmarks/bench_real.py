@@ -32,7 +32,7 @@ from napari_bloodseg.realfields import SOURCES, default_data_dir
 TABLE = [  # (column, metric key)
     ("dice", "wbc_dice"), ("found", "wbc_found"), ("falseW", "false_wbc_per_field"),
     ("typeBA", "wbc_type_balanced_acc"), ("rbcErr", "rbc_count_err_median"),
-    ("rbcWhole", "rbc_whole_count_err_median"), ("falseInf", "false_infected_rate"),
+    ("rbcWhole", "rbc_whole_count_err_median"), ("falseInf", "false_infected_rate"), ("pltFound", "platelets_found"),
 ]
 
 

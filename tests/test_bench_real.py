@@ -125,6 +125,27 @@ def test_score_field_and_aggregate():
     assert given["wbc_dice_given"] is None
 
 
+def test_platelets_found_counts_boxes_holding_a_platelet_pixel():
+    lab = np.zeros((60, 80), np.uint8)
+    lab[10:14, 10:14] = BloodClass.THROMBOCYTE
+    lab[40:50, 60:72] = BloodClass.PLATELET_CLUMP
+    lab[30:34, 30:34] = BloodClass.HEALTHY_RBC
+    boxes = [(8, 8, 16, 16),  # the thrombocyte
+             (45, 65, 55, 79),  # overlaps the clump's corner
+             (28, 28, 36, 36),  # only an RBC inside
+             (0, 50, 5, 60),  # glass
+             (55, 75, 70, 90)]  # cut by the image edge, nothing in the part inside
+    assert rm.platelets_found(lab, boxes) == 2
+    assert rm.platelets_found(lab, []) == 0
+    f = _fake(platelet_boxes=boxes, rbc_diameter=36.0)
+    s = rm.score_field(f, lab, 36.0, "given")
+    assert (s.n_true_platelets, s.n_found_platelets) == (5, 2)
+    s2 = rm.FieldScore("g", "given", 36.0, 36.0, n_true_platelets=3, n_found_platelets=3)
+    assert rm.aggregate([s, s2], "bccd", "given")["platelets_found_given"] == pytest.approx(5 / 8)
+    no_boxes = rm.score_field(_fake("chula", rbc_diameter=41.0), lab, 41.0, "given")
+    assert no_boxes.n_true_platelets is None and "platelets_found_given" not in rm.aggregate([no_boxes], "chula", "given")
+
+
 def test_select_fields_spread_and_stratified():
     fields = [_fake("wbc_rpi", f"{i:03d}", wbc_types=[t]) for i, t in enumerate([3] * 30 + [4] * 5 + [2] * 2)]
     sub = rm.select_fields(fields, 4)

@@ -37,6 +37,8 @@ MASK_SOURCES = frozenset({"zheng1", "zheng2", "bccd_wbc_masks"})
 WBC_BOX_SOURCES = frozenset({"bccd", "wbc_rpi", "pig_wbc", "bcd_draaslan"})
 RBC_COUNT_SOURCES = frozenset({"bccd", "bcd_draaslan", "chula"})  # BCCD's boxes miss cells: reported anyway
 NO_MALARIA_SOURCES = frozenset({"chula", "bccd", "bcd_draaslan", "wbc_rpi"})
+PLATELET_BOX_SOURCES = frozenset({"bccd"})
+_PLATELET_IDS = (int(BloodClass.THROMBOCYTE), int(BloodClass.PLATELET_CLUMP))
 STRATIFIED_SOURCES = frozenset({"wbc_rpi"})  # subset stratified by WBC type
 MODES = ("auto", "given")
 SHARED = "shared"  # the third mode: runs of SHARED_BATCH fields at the median of their automatic estimates
@@ -157,6 +159,18 @@ def type_recall(truth_types: Sequence[int], predicted_types: Sequence[int | None
 
 # ---------------------------------------------------------------- RBCs and scale
 
+def platelets_found(labels: np.ndarray, boxes: Sequence[Box]) -> int:
+    """How many of the platelet ``boxes`` hold a thrombocyte or platelet-clump pixel of ``labels``.
+    A box, not a blob: annotators box a platelet loosely, and the map may draw it a little off."""
+    h, w = labels.shape[:2]
+    found = 0
+    for r0, c0, r1, c1 in boxes:
+        y0, x0 = max(0, int(math.floor(r0))), max(0, int(math.floor(c0)))
+        y1, x1 = min(h, int(math.ceil(r1))), min(w, int(math.ceil(c1)))
+        found += bool(y1 > y0 and x1 > x0 and np.isin(labels[y0:y1, x0:x1], _PLATELET_IDS).any())
+    return found
+
+
 def rbc_records(records: Sequence[CellRecord]) -> list[CellRecord]:
     return [r for r in records if r.class_id in _RBC_IDS]
 
@@ -265,6 +279,8 @@ class FieldScore:
     rbc_pred_whole: int = 0  # of rbc_pred, those not cut by the image edge
     infected_pred: int = 0
     scale: float = 1.0  # model pixels per input pixel
+    n_true_platelets: int | None = None  # None: the source has no platelet boxes
+    n_found_platelets: int = 0
 
     @property
     def wbc_found(self) -> float | None:
@@ -315,6 +331,9 @@ def score_field(f: RealField, labels: np.ndarray, rbc_diameter: float, mode: str
         for box, t in zip(f.wbc_boxes, f.wbc_types):
             if t is not None:
                 s.types.append((int(t), wbc_type_majority(labels, box)))
+    if f.source in PLATELET_BOX_SOURCES and f.platelet_boxes is not None:
+        s.n_true_platelets = len(f.platelet_boxes)
+        s.n_found_platelets = platelets_found(labels, f.platelet_boxes)
     rbc = rbc_records(cells[1])
     s.rbc_pred = len(rbc)
     s.rbc_pred_whole = sum(not r.cut_by_border for r in rbc)
@@ -351,6 +370,9 @@ def aggregate(scores: Sequence[FieldScore], source: str, mode: str) -> dict[str,
         out["rbc_whole_count_err_median" + sfx] = _median([s.rbc_whole_count_error for s in scores
                                                            if s.rbc_whole_count_error is not None])
         out["n_rbc_fields" + sfx] = len(errs)
+    if source in PLATELET_BOX_SOURCES:
+        n_true = sum(s.n_true_platelets or 0 for s in scores)
+        out["platelets_found" + sfx] = sum(s.n_found_platelets for s in scores) / n_true if n_true else None
     if source in NO_MALARIA_SOURCES:
         rbc = sum(s.rbc_pred for s in scores)
         out["false_infected_rate" + sfx] = sum(s.infected_pred for s in scores) / rbc if rbc else None
