@@ -237,9 +237,9 @@ def fine_tune(
     emit = on_progress or (lambda ev: None)
     deadline = t0 + 60 * minutes
 
+    synth = synth_dataset(synth_dir, seed) if mix_fraction > 0 else None  # a bad set fails before any work
     emit({"kind": "phase", "text": "scoring the held-out field(s) before"})
     before = score_pairs(init_path, held, "cpu")
-    synth = synth_dataset(synth_dir, seed) if mix_fraction > 0 else None
     n_synth = round(STEPS_PER_EPOCH * batch_size * mix_fraction) if synth is not None else 0
     n_own = STEPS_PER_EPOCH * batch_size - n_synth
     own = PairsDataset(train_pairs, "mild")

@@ -35,10 +35,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
-        arr = imread(path)
+        return imread(path)
     except Exception:  # imageio and its plugins raise many types for unreadable files
         raise ValueError(f"{path}: not a readable image (an image format not supported, or a damaged file)") from None
-    return np.asarray(arr)
 
 
 RBC_MICRONS = 7.5  # a healthy RBC's diameter (µm): pixel size → RBC diameter in pixels

@@ -30,15 +30,15 @@ def _fine_tune_worker(init: str | None, pairs: str, out: str, minutes: float, st
                       synth: str | None = None):
     import queue
 
-    from ..finetune import fine_tune
+    from ..finetune import PROCEDURAL, fine_tune
 
     events: queue.SimpleQueue = queue.SimpleQueue()
     result: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            kw = {"synth_dir": synth} if synth else {}
-            result["report"] = fine_tune(init, pairs, out, minutes, on_progress=events.put, should_stop=stop.is_set, **kw)
+            result["report"] = fine_tune(init, pairs, out, minutes, synth_dir=synth or PROCEDURAL,
+                                         on_progress=events.put, should_stop=stop.is_set)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread below
             result["error"] = e
         events.put(None)
@@ -61,12 +61,6 @@ def new_run_folder(pairs_dir: Path) -> Path:
         k += 1
         out = base.with_name(f"{base.name}_{k}")
     return out
-
-
-def _is_tile_set(root: Path) -> bool:
-    """A `bloodseg synth` set (train/images + train/masks) or an images/ + masks/ folder."""
-    base = root / "train" if (root / "train" / "images").is_dir() else root
-    return (base / "images").is_dir() and (base / "masks").is_dir() and any((base / "images").glob("*.png"))
 
 
 class FineTunePanel(WorkerDock, Container):
@@ -104,7 +98,7 @@ class FineTunePanel(WorkerDock, Container):
         self.report: dict[str, Any] | None = None
 
     def run(self) -> None:
-        from ..finetune import find_pairs, split_holdout
+        from ..finetune import find_pairs, split_holdout, synth_dataset
         from .session import segment_dock
 
         folder = self._folder()
@@ -122,10 +116,13 @@ class FineTunePanel(WorkerDock, Container):
             show_error(f"The Segment dock's model file is missing: {init}")
             return
         synth = self.synth_set()
-        if synth is not None and not _is_tile_set(synth):
-            show_error(f"{synth} holds no synthesized tiles (expected train/images + train/masks from the Synthesize "
-                       "dock, or images/ + masks/); leave 'mix in cells from' empty to use drawn cells.")
-            return
+        if synth is not None:
+            try:
+                synth_dataset(synth)  # the check fine-tuning itself makes, before anything starts
+            except ValueError as e:
+                show_error(f"{synth} holds no synthesized tiles to mix in ({e}); leave 'mix in cells from' empty "
+                           "to use drawn cells.")
+                return
         minutes = float(self._minutes.value)
         self._stop_event = threading.Event()
         self.report = None
