@@ -261,6 +261,50 @@ def test_bank_scale_is_brought_to_model_scale(tmp_path):
     assert sizes and 30 <= float(np.median(sizes)) <= 42, sizes
 
 
+def test_large_platelet_samples_are_shrunk_to_platelet_size(tmp_path):
+    """PBC centres its platelet images on large platelets (~0.7 RBC diameters); the synthesizer
+    brings thrombocytes larger than the configured range into it, unless the range is None."""
+    bank = write_bank(tmp_path / "bank", per_class=1)
+    plt = int(BloodClass.THROMBOCYTE)
+    for k, png in enumerate(sorted((bank / folder_name(plt)).glob("*.png"))):
+        iio.imwrite(png, render_cell(plt, 108.0, np.random.default_rng([9, k])))  # drawn 3x too large
+    pool = SamplePool.from_bank_dir(bank)
+
+    def diameters(config):
+        out = []
+        for i in range(48):
+            si = compose_image(pool, "train", i, seed=4, config=config)
+            for k, o in enumerate(si.objects, start=1):
+                if o["classIdx"] == plt:
+                    out.append(2 * np.sqrt((si.instances == k).sum() / np.pi) / 36.0)
+        assert len(out) >= 10
+        return np.array(out)
+
+    shrunk = diameters(SynthConfig(field_size=320, crops_per_field=8, rbc_variants=6, thrombocyte_size=(0.25, 0.45)))
+    as_sampled = diameters(SynthConfig(field_size=320, crops_per_field=8, rbc_variants=6, thrombocyte_size=None))
+    assert shrunk.max() <= 0.5, shrunk  # cut or covered ones are smaller, never larger
+    assert np.median(shrunk) >= 0.2, shrunk
+    assert np.median(as_sampled) >= 0.6, as_sampled
+    # a set written before the range existed keeps its recipe when its config is read back
+    assert SynthConfig.from_dict({"tile": 224}).thrombocyte_size is None
+    assert SynthConfig.from_dict(SynthConfig().to_dict()).thrombocyte_size == SynthConfig().thrombocyte_size
+    with pytest.raises(ValueError, match="thrombocyte_size"):
+        SynthConfig(thrombocyte_size=(0.5, 0.2))
+
+
+def test_cli_platelet_size_is_recorded_and_checked(tmp_path, capsys):
+    bank = write_bank(tmp_path / "bank", per_class=1)
+    few = ("--bank", str(bank), "--train", "2", "--val", "0", "--test", "0")
+    assert _cli(*few, "--out", str(tmp_path / "a")) == 0
+    assert json.loads((tmp_path / "a" / "synth.json").read_text())["config"]["thrombocyte_size"] == [0.2, 0.5]
+    assert _cli(*few, "--out", str(tmp_path / "b"), "--platelet-size", "0", "0") == 0
+    assert json.loads((tmp_path / "b" / "synth.json").read_text())["config"]["thrombocyte_size"] is None
+    capsys.readouterr()
+    assert _cli(*few, "--out", str(tmp_path / "c"), "--platelet-size", "0.5", "0.2") == 2
+    assert "thrombocyte_size must be" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 # ----------------------------------------------------------------------------- CLI
 def _cli(*args):
     from napari_bloodseg.cli import main

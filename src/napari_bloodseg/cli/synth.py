@@ -42,6 +42,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="turn the realism knobs off: no stain/colour jitter, gradient, blur, noise, scale jitter (default: on)")
     p.add_argument("--field-size", type=positive_int, default=None, metavar="PX", help="side of the square RBC background fields tiles are cropped from (default: 1000)")
     p.add_argument("--crops-per-field", type=positive_int, default=None, metavar="N", help="tiles cropped from each background field (default: 32)")
+    p.add_argument("--platelet-size", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="thrombocyte diameter range in RBC diameters: a larger sample is shrunk to a random size in it "
+                        "(normal platelets are 2-3 µm against 7.5 µm for an RBC; PBC's platelet images show large "
+                        "ones, ~0.7). 0 0: every sample at its own size (default: 0.2 0.5)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no closing summary line")
     p.set_defaults(func=cmd_synth)
     return p
@@ -73,6 +77,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
             kw["field_size"] = args.field_size
         if args.crops_per_field is not None:
             kw["crops_per_field"] = args.crops_per_field
+        if args.platelet_size is not None:
+            kw["thrombocyte_size"] = None if tuple(args.platelet_size) == (0.0, 0.0) else tuple(args.platelet_size)
         config = SynthConfig.plain(**kw) if args.plain else SynthConfig(**kw)
         pool = SamplePool.procedural(args.per_class, seed=args.seed) if args.procedural else SamplePool.from_bank_dir(args.bank)
     except ValueError as e:

@@ -19,6 +19,7 @@ from .config import (
     _KIND_CLASSES,
     CELL_CLASSES,
     KINDS,
+    MODEL_RBC_DIAMETER,
     PLATELET_OPTIONS,
     SynthConfig,
     _split_code,
@@ -232,6 +233,15 @@ def _place(rng: np.random.Generator, T: int, h: int, w: int, cut: bool) -> tuple
     return float(rng.uniform(h / 2, T - h / 2)), float(rng.uniform(w / 2, T - w / 2))
 
 
+def _platelet_shrink(pool: SamplePool, s: PoolSample, scale: float, size: tuple[float, float], rng: np.random.Generator) -> float:
+    """Factor that brings a thrombocyte larger than ``size[1]`` RBC diameters to a random size in ``size``."""
+    area = float(np.count_nonzero(pool.load(s)[1]))
+    d = 2.0 * math.sqrt(area / math.pi) * pool.scale * scale / MODEL_RBC_DIAMETER
+    if d <= size[1]:
+        return 1.0
+    return float(rng.uniform(size[0], size[1])) / d
+
+
 def _compose(pool: SamplePool, plan: _Plan, index: int, fld: _Field, n: int = 0, rle: bool = True) -> SynthImage:
     cfg = plan.cfg
     T = cfg.tile
@@ -254,6 +264,8 @@ def _compose(pool: SamplePool, plan: _Plan, index: int, fld: _Field, n: int = 0,
         cand = _samples_of(pool, c, plan.split)
         s = cand[int(rng.integers(len(cand)))]
         sc = fld.scale * (1 + float(rng.uniform(-cfg.object_scale_jitter, cfg.object_scale_jitter)))
+        if c == BloodClass.THROMBOCYTE and cfg.thrombocyte_size is not None:
+            sc *= _platelet_shrink(pool, s, sc, cfg.thrombocyte_size, rng)
         sp = _make_sprite(pool, s, rng, sc, cfg.object_color_jitter)
         if sp is None:
             continue

@@ -45,6 +45,9 @@ class SynthConfig:
     rbc_overlap: tuple[float, float] = (0.0, 0.2)  # allowed centre-distance shortfall, fraction of r1 + r2
     mixed_infected_fraction: tuple[float, float] = (0.15, 0.5)
     thrombocytes: tuple[int, int] = (1, 4)  # count when a combination has thrombocytes
+    # thrombocyte diameter range, in RBC diameters: a larger sample (PBC centres its platelet images
+    # on large platelets, ~0.7 RBC) is shrunk to a random size in it; None: every sample at its own size
+    thrombocyte_size: tuple[float, float] | None = (0.2, 0.5)
     wbc_cut_fraction: float = 0.25  # WBCs/platelets placed anywhere (may be cut by the border)
     scale_jitter: float = 0.08  # per-field magnification factor in [1 - j, 1 + j]
     object_scale_jitter: float = 0.05  # per object, on top of the field's
@@ -70,6 +73,8 @@ class SynthConfig:
             lo, hi = getattr(self, name)
             if not (0 <= lo <= hi):
                 raise ValueError(f"{name} must be a range 0 <= low <= high, got {(lo, hi)}")
+        if self.thrombocyte_size is not None and not 0 < self.thrombocyte_size[0] <= self.thrombocyte_size[1]:
+            raise ValueError(f"thrombocyte_size must be None or a range 0 < low <= high (RBC diameters), got {self.thrombocyte_size}")
         if self.rbc_density[1] > 0.95 or self.rbc_overlap[1] >= 0.9:
             raise ValueError("rbc_density high must be <= 0.95 and rbc_overlap high < 0.9")
         for name in ("scale_jitter", "object_scale_jitter", "object_color_jitter", "stain_jitter", "color_jitter", "illumination"):
@@ -103,4 +108,6 @@ class SynthConfig:
     @classmethod
     def from_dict(cls, d: dict) -> SynthConfig:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        kw.setdefault("thrombocyte_size", None)  # a set written before the range existed: samples at their own size
+        return cls(**kw)
