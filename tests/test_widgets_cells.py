@@ -1,7 +1,8 @@
 
 import numpy as np
+from qtpy.QtCore import Qt
 
-from napari_bloodseg.classes import BloodClass
+from napari_bloodseg.classes import CLASS_COLORS, BloodClass
 from napari_bloodseg.layers import labels_layer_kwargs
 from napari_bloodseg.render import render_smear
 
@@ -25,6 +26,12 @@ def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
     points = viewer.layers["smear classes cells"]
     assert len(points.data) == len(w.records)
     assert set(points.features["class"]) <= {r.class_name for r in w.records}
+    # every cell is marked in its class colour; every cell but the healthy RBCs is named
+    healthy = np.array([r.class_id == BloodClass.HEALTHY_RBC for r in w.records])
+    assert 0 < healthy.sum() < len(healthy)
+    assert (points.features["name"][healthy] == "").all()
+    assert list(points.features["name"][~healthy]) == [r.class_name for r, h in zip(w.records, healthy) if not h]
+    assert np.allclose(points.face_color[:, :3], CLASS_COLORS[[r.class_id for r in w.records]] / 255.0)
     n_wbc = sum(1 for c in s.cells if 1 <= c.cls <= 5)
     assert w.summary["wbc_total"] == n_wbc
     # clicking a row centres the view on that cell
@@ -32,6 +39,18 @@ def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
     w.table.cellClicked.emit(row, 0)
     r = w.records[row]
     assert np.allclose(viewer.camera.center[-2:], (r.centroid_row, r.centroid_col))
+    # sorted by class (a header click), the first row is a basophil or eosinophil, and a click still
+    # centres on the cell that row shows; numbers sort as numbers
+    w.table.sortItems(1)
+    first = w.table.item(0, 1).text()
+    assert first == min(r.class_name for r in w.records)
+    w.table.cellClicked.emit(0, 0)
+    r = next(r for r in w.records if r.id == int(w.table.item(0, 0).text()))
+    assert r.class_name == first
+    assert np.allclose(viewer.camera.center[-2:], (r.centroid_row, r.centroid_col))
+    w.table.sortItems(4, Qt.SortOrder.DescendingOrder)
+    areas = [int(w.table.item(i, 4).text()) for i in range(w.table.rowCount())]
+    assert areas == sorted(areas, reverse=True)
     # counting again replaces our own points layer, not anything else
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)

@@ -11,9 +11,11 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 from napari.layers import Labels
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..cells import find_cells, save_report, summarize
+from ..classes import CLASS_COLORS, BloodClass
 from ..slide_report import (
     format_run_summary,
     free_summary_paths,
@@ -81,6 +83,8 @@ class CountsWidget(Container):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setMinimumHeight(200)
+        self.table.setSortingEnabled(True)  # click a header: e.g. by class, to review the WBCs together
+        self.table.setToolTip("One row per cell; click a row to centre the view on it, a header to sort")
         self.extend([self._labels, self._diameter, self._run, self._summary, self._save_to, self._save, self._summarize])
         self.native.layout().addWidget(self.table)
         compact(self)
@@ -175,20 +179,30 @@ class CountsWidget(Container):
         self.summary["class_map"] = layer.name
         self._save.enabled = True
         self._summary.value = format_summary(self.summary)
+        self.table.setSortingEnabled(False)  # rows stay where they are put while filling
         self.table.setRowCount(len(records))
         for i, r in enumerate(records):
-            vals = (r.id, r.class_name, f"{r.centroid_row:.0f}", f"{r.centroid_col:.0f}", r.area_px,
-                    "" if np.isnan(r.mean_probability) else f"{r.mean_probability:.2f}")
+            vals = (int(r.id), r.class_name, round(float(r.centroid_row)), round(float(r.centroid_col)), int(r.area_px),
+                    None if np.isnan(r.mean_probability) else round(float(r.mean_probability), 2))
             for j, v in enumerate(vals):
-                self.table.setItem(i, j, QTableWidgetItem(str(v)))
+                item = QTableWidgetItem()
+                item.setData(Qt.ItemDataRole.DisplayRole, "" if v is None else v)  # numbers sort as numbers
+                if j == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, i)  # the record behind the row, whatever the order
+                self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
         name = f"{layer.name} cells"
         coords = np.array([[r.centroid_row, r.centroid_col] for r in records]).reshape(-1, 2)
-        features = {"id": np.array([r.id for r in records]), "class": np.array([r.class_name for r in records], dtype=object)}
+        ids = np.array([r.class_id for r in records], dtype=int)
+        # healthy RBCs are most of a field: their names would bury the cells a reader checks
+        shown = np.array(["" if c == BloodClass.HEALTHY_RBC else r.class_name for c, r in zip(ids, records)], dtype=object)
+        features = {"id": np.array([r.id for r in records]), "class": np.array([r.class_name for r in records], dtype=object),
+                    "name": shown}
         if name in self._viewer.layers:
             self._viewer.layers.remove(name)  # our own point markers, regenerated from the map
         self._viewer.add_points(
-            coords, name=name, features=features, size=6, face_color="white", border_color="black",
-            text={"string": "{class}", "size": 8, "color": "black", "translation": [-10, 0]},
+            coords, name=name, features=features, size=6, face_color=CLASS_COLORS[ids] / 255.0 if len(ids) else "white",
+            border_color="black", text={"string": "{name}", "size": 8, "color": "black", "translation": [-10, 0]},
             scale=layer.scale[-2:], translate=layer.translate[-2:],
         )
         self._viewer.layers.selection.active = layer
@@ -217,9 +231,11 @@ class CountsWidget(Container):
         return path, summary_path
 
     def _centre_on_row(self, row: int, _col: int = 0) -> None:
-        if not 0 <= row < len(self.records):
+        item = self.table.item(row, 0)
+        index = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if index is None or not 0 <= index < len(self.records):
             return
-        r = self.records[row]
+        r = self.records[index]
         layer = self._labels.value
         scale = np.asarray(layer.scale[-2:]) if layer is not None else np.ones(2)
         shift = np.asarray(layer.translate[-2:]) if layer is not None else np.zeros(2)
