@@ -59,6 +59,41 @@ def test_segment_widget_gives_class_labels_layer(make_napari_viewer, qtbot):
     assert (viewer.layers["rendered smear classes"].data[:5, :5] == 7).all()
 
 
+def test_segment_all_open_images(make_napari_viewer, qtbot):
+    """One click segments every open RGB image into its own class map; an image that is no smear is
+    reported and does not stop the others; a single-channel layer is not an RGB image and is left out."""
+    from napari_bloodseg.render import render_smear
+    from napari_bloodseg.widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    smears = {f"field {k}": render_smear((320, 320), seed=10 + k) for k in range(2)}
+    for name, s in smears.items():
+        viewer.add_image(s.image, name=name, rgb=True)
+    viewer.add_image(np.zeros((6, 6, 3), np.uint8), name="thumbnail", rgb=True)
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="gray")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._auto_d.value = False
+    widget._diameter.value = 36.0  # as after 'RBC diameter from all open images'
+    widget._run_all.clicked.emit()
+    assert not widget._run.enabled and not widget._run_all.enabled  # one job at a time
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert widget._run.enabled and widget._run_all.enabled
+    assert sorted(l.name for l in _labels_layers(viewer)) == ["field 0 classes", "field 1 classes"]
+    for name, s in smears.items():
+        labels = viewer.layers[f"{name} classes"]
+        assert labels.metadata["bloodseg"]["rbc_diameter"] == 36.0
+        assert (labels.data == s.mask).mean() > 0.85  # the shipped model on a drawn smear
+    assert widget._status.value.startswith("segmented 2 of 3 images; skipped: thumbnail (")
+    assert "too small" in widget._status.value
+
+    # nothing open to segment: one message, nothing starts
+    for name in [l.name for l in viewer.layers]:
+        viewer.layers.remove(name)
+    widget._run_all.clicked.emit()
+    assert widget.worker is None and not _labels_layers(viewer)
+
+
 def test_segment_widget_cancel(make_napari_viewer, qtbot, tiny_checkpoint):
     from napari_bloodseg.widgets.segment import SegmentWidget
 
@@ -75,6 +110,25 @@ def test_segment_widget_cancel(make_napari_viewer, qtbot, tiny_checkpoint):
     assert widget._status.value == "cancelled"
     assert not _labels_layers(viewer)
     assert widget._run.enabled
+
+
+def test_segment_all_cancel_keeps_what_is_done(make_napari_viewer, qtbot, tiny_checkpoint):
+    from napari_bloodseg.widgets.segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((300, 300, 3), 200, np.uint8), name="small", rgb=True)
+    viewer.add_image(np.full((3000, 3000, 3), 200, np.uint8), name="big", rgb=True)
+    widget = SegmentWidget(viewer)
+    widget._model.value = str(tiny_checkpoint)
+    widget._auto_d.value = False
+    widget._diameter.value = 36.0
+    widget._run_all.clicked.emit()
+    qtbot.waitUntil(lambda: widget._status.value.startswith("image 2/2"), timeout=60_000)
+    widget._cancel.clicked.emit()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert widget._status.value == "segmented 1 of 2 images (cancelled)"
+    assert [l.name for l in _labels_layers(viewer)] == ["small classes"]
+    assert widget._run.enabled and widget._run_all.enabled
 
 
 def test_segment_widget_bad_input_is_a_message(make_napari_viewer, qtbot, tiny_checkpoint):

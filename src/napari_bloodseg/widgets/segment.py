@@ -39,6 +39,32 @@ def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_
 
 
 @thread_worker(ignore_errors=True)
+def _segment_all_worker(images: list[np.ndarray], diameters: list[float | None], model_path: str | None, device: str,
+                        tta: str = "none", scale_method: str = "network", backend: str = "auto",
+                        tighten_wbcs: bool = True):
+    """Segments each image in turn with one loaded model. Yields ("tiles", i, done, total) while image
+    i runs, then ("done", i, Segmentation) or ("skipped", i, reason) (one image that is no smear
+    does not stop the others); returns how many were segmented."""
+    from ..infer import Segmenter
+
+    seg = Segmenter.from_file(model_path, device=device, tta=tta, scale_method=scale_method, backend=backend,
+                              tighten_wbcs=tighten_wbcs)
+    n = 0
+    for i, (image, d) in enumerate(zip(images, diameters)):
+        run = seg.iter_segment(image, d)
+        try:
+            while True:
+                done, total = next(run)
+                yield "tiles", i, done, total
+        except StopIteration as stop:
+            n += 1
+            yield "done", i, stop.value
+        except ValueError as e:  # InputError and kin: not a smear this model can read
+            yield "skipped", i, str(e)
+    return n
+
+
+@thread_worker(ignore_errors=True)
 def _shared_scale_worker(images: list[np.ndarray], model_path: str | None, device: str, scale_method: str = "network",
                          backend: str = "auto"):
     """Yields (images done, total); returns the SharedScale of the estimates (None: no image gave one)."""
@@ -111,6 +137,11 @@ class SegmentWidget(WorkerDock, Container):
             "take the neighbouring class). Untick for the model's map as drawn",
         )
         self._run = PushButton(text="Segment")
+        self._run_all = PushButton(
+            text="Segment all open images",
+            tooltip="Every open RGB image in turn, each into its own class map, with the settings above: after "
+            "'RBC diameter from all open images', all at that one diameter (the fields of one slide). "
+            "Then Counts > 'Summarize all class maps' gives the slide's counts")
         self._cancel = self._stop_button = PushButton(text="Cancel", enabled=False)
         self._status = StatusLine()
         self._advanced = Collapsible(
@@ -119,7 +150,7 @@ class SegmentWidget(WorkerDock, Container):
             "that run the model: the defaults suit most smears",
         )
         self.extend([self._image, self._model, self._auto_d, self._diameter, self._from_line, self._from_all,
-                     self._advanced, self._run, self._cancel, self._status])
+                     self._advanced, self._run, self._run_all, self._cancel, self._status])
         compact(self)
         self._auto_d.changed.connect(self._auto_changed)
         self._from_line.changed.connect(self.diameter_from_line)
@@ -127,13 +158,20 @@ class SegmentWidget(WorkerDock, Container):
         self._diameter.changed.connect(self._diameter_edited)
         self._given_how: tuple[float, str] | None = None  # (diameter, how it was found) for the map's metadata
         self._run.changed.connect(self.run)
+        self._run_all.changed.connect(self.run_all)
         self._cancel.changed.connect(self.cancel)
         self._viewer.layers.events.inserted.connect(self._image.reset_choices)
         self._viewer.layers.events.removed.connect(self._image.reset_choices)
         self._cancelling = False
+        self._batch: dict | None = None  # the run of 'Segment all open images' under way
         from .session import register_segment_dock
 
         register_segment_dock(napari_viewer, self)
+
+    def _launch(self, worker, *args) -> None:
+        self._run_all.enabled = False  # one job at a time, whichever button started it
+        worker.finished.connect(lambda: setattr(self._run_all, "enabled", True))
+        super()._launch(worker, *args)
 
     def model_path(self) -> Path | None:
         """The checkpoint this dock segments with; None: the shipped model."""
@@ -223,18 +261,12 @@ class SegmentWidget(WorkerDock, Container):
     def _image_layers(self, _widget=None) -> list:
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
 
-    def run(self) -> None:
-        layer = self._image.value
-        if layer is None:
-            show_error("Open an RGB smear image first (or File > Open Sample > Rendered blood smear).")
-            return
-        data = layer.data[0] if layer.multiscale else layer.data
-        image = np.asarray(data)
+    def _checked_model(self) -> tuple[bool, str | None]:
+        """(usable, checkpoint path or None for the shipped model); an error message where not usable."""
         chosen = chosen_path(self._model)
         if chosen is not None and not chosen.is_file():
             show_error(f"Model file not found: {chosen}")
-            return
-        model = None if chosen is None else str(chosen)
+            return False, None
         if self._backend.value == "openvino":
             from ..backend_openvino import INSTALL_HINT, available
 
@@ -242,16 +274,92 @@ class SegmentWidget(WorkerDock, Container):
                 self._status.value = "error: OpenVINO is not installed"
                 show_error(f"The openvino backend needs OpenVINO, which is not installed: {INSTALL_HINT}, "
                            "or choose backend 'auto' or 'torch'.")
-                return
+                return False, None
+        return True, None if chosen is None else str(chosen)
+
+    def _diameter_for(self, layer: Image) -> tuple[float | None, str | None]:
+        """(RBC diameter px or None to estimate it, how a given one was found) for ``layer``."""
         diameter = None if self._auto_d.value else float(self._diameter.value)
-        file_scale = self._given_how[1] if diameter is not None and self._given_how is not None else None
+        how = self._given_how[1] if diameter is not None and self._given_how is not None else None
         if diameter is None:  # the pixel size the image file stores beats any estimate
             from ..io import RBC_MICRONS, read_pixel_size
 
             um = read_pixel_size(layer.source.path) if layer.source.path else None
             if um is not None:
-                diameter, file_scale = RBC_MICRONS / um, f"pixel size {um:g} µm (file)"
-        self._start(layer, image, model, diameter, file_scale)
+                diameter, how = RBC_MICRONS / um, f"pixel size {um:g} µm (file)"
+        return diameter, how
+
+    @staticmethod
+    def _pixels(layer: Image) -> np.ndarray:
+        return np.asarray(layer.data[0] if layer.multiscale else layer.data)
+
+    def run(self) -> None:
+        layer = self._image.value
+        if layer is None:
+            show_error("Open an RGB smear image first (or File > Open Sample > Rendered blood smear).")
+            return
+        ok, model = self._checked_model()
+        if not ok:
+            return
+        diameter, how = self._diameter_for(layer)
+        self._start(layer, self._pixels(layer), model, diameter, how)
+
+    def run_all(self) -> None:
+        """Segment every open RGB image in one background run, each into its own class map."""
+        if self.worker is not None:
+            return
+        layers = [layer for layer in self._image_layers() if layer.rgb]
+        if not layers:
+            show_error("Open the RGB smear images first (File > Open, several files at once).")
+            return
+        ok, model = self._checked_model()
+        if not ok:
+            return
+        found = [self._diameter_for(layer) for layer in layers]
+        worker = _segment_all_worker([self._pixels(layer) for layer in layers], [d for d, _ in found], model,
+                                     self._device.value, self._tta.value, self._scale_method.value,
+                                     self._backend.value, self._tighten.value)
+        self._task = "Segmentation"
+        self._batch = {"layers": layers, "how": [h for _, h in found], "done": [], "skipped": [], "uncertain": []}
+        self._cancelling = False
+        worker.aborted.connect(self._on_batch_aborted)
+        worker.returned.connect(lambda _n: self._batch_report())
+        self._launch(worker, progress(total=len(layers), desc=f"Segmenting {len(layers)} images"), "segmenting…",
+                     self._on_batch_event, lambda _n: None)
+
+    def _on_batch_event(self, event: tuple) -> None:
+        b, (kind, i) = self._batch, event[:2]
+        layer, total = b["layers"][i], len(b["layers"])
+        if kind == "tiles":
+            if not self._cancelling:
+                self._status.value = f"image {i + 1}/{total} ({layer.name}): tile {event[2]}/{event[3]}"
+            return
+        if kind == "done":
+            self._on_result(layer, event[2], b["how"][i], notify=False)
+            b["done"].append(layer.name)
+            if event[2].rbc_diameter_uncertain:
+                b["uncertain"].append(layer.name)
+        else:
+            b["skipped"].append(f"{layer.name} ({event[2]})")
+        show_progress(self._pbar, len(b["done"]) + len(b["skipped"]), total)
+
+    def _batch_report(self, cancelled: bool = False) -> None:
+        b = self._batch
+        text = f"segmented {len(b['done'])} of {len(b['layers'])} images" + (" (cancelled)" if cancelled else "")
+        if b["skipped"]:
+            text += "; skipped: " + "; ".join(b["skipped"])
+        self._status.value = text
+        if b["uncertain"]:
+            show_warning(f"{text.capitalize()}. Too few red cells for a sure RBC diameter in "
+                         f"{', '.join(b['uncertain'])}: click 'RBC diameter from all open images' (or enter it) "
+                         "and segment again.")
+        elif b["skipped"]:
+            show_warning(text.capitalize())
+        else:
+            show_info(text.capitalize())
+
+    def _on_batch_aborted(self) -> None:
+        self._batch_report(cancelled=True)
 
     def _start(self, layer: Image, image: np.ndarray, model: str | None, diameter: float | None,
                scale_method: str | None = None) -> None:
@@ -279,7 +387,7 @@ class SegmentWidget(WorkerDock, Container):
         show_progress(self._pbar, done, total)
         self._status.value = f"tile {done}/{total}"
 
-    def _on_result(self, layer: Image, result, scale_method: str | None = None) -> None:
+    def _on_result(self, layer: Image, result, scale_method: str | None = None, notify: bool = True) -> None:
         if scale_method:  # how a given diameter was found (e.g. the file's pixel size)
             result.rbc_scale_method = scale_method
         name = f"{layer.name} classes"
@@ -299,6 +407,8 @@ class SegmentWidget(WorkerDock, Container):
             ),
         )
         text = result.rbc_diameter_text()
+        if not notify:  # one of a batch: the batch reports once
+            return
         self._status.value = f"done: RBC diameter {text}"
         if result.rbc_diameter_uncertain:
             show_warning(f"Segmented {layer.name}, but the RBC diameter is {text}: untick 'estimate RBC diameter', "
