@@ -406,9 +406,9 @@ class SegmentWidget(WorkerDock, Container):
                           "confidence": result.confidence},
             ),
         )
-        text = result.rbc_diameter_text()
         if not notify:  # one of a batch: the batch reports once
             return
+        text = result.rbc_diameter_text()
         self._status.value = f"done: RBC diameter {text}"
         if result.rbc_diameter_uncertain:
             show_warning(f"Segmented {layer.name}, but the RBC diameter is {text}: untick 'estimate RBC diameter', "
