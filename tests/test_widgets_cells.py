@@ -19,6 +19,8 @@ def test_counts_dock_table_points_and_centring(make_napari_viewer, qtbot):
     w._run.clicked.emit()
     qtbot.waitUntil(lambda: w.worker is None and w.summary is not None, timeout=60_000)
     assert w.table.rowCount() == len(w.records) > 0
+    ids = [int(w.table.item(i, 0).text()) for i in range(w.table.rowCount())]
+    assert ids == sorted(ids) and ids[0] == 1  # by id until a header is clicked
     assert "parasitemia" in w._summary.value
     whole = sum(r.class_id in (BloodClass.HEALTHY_RBC, BloodClass.INFECTED_RBC) and not r.cut_by_border for r in w.records)
     assert 0 < whole < w.summary["rbc_total"] and w.summary["rbc_whole"] == whole  # a 400² field has cut RBCs

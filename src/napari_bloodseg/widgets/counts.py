@@ -84,6 +84,7 @@ class CountsWidget(Container):
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setMinimumHeight(200)
         self.table.setSortingEnabled(True)  # click a header: e.g. by class, to review the WBCs together
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # by id until the user picks another order
         self.table.setToolTip("One row per cell; click a row to centre the view on it, a header to sort")
         self.extend([self._labels, self._diameter, self._run, self._summary, self._save_to, self._save, self._summarize])
         self.native.layout().addWidget(self.table)
