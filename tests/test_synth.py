@@ -301,7 +301,7 @@ def test_cli_platelet_size_is_recorded_and_checked(tmp_path, capsys):
     assert json.loads((tmp_path / "b" / "synth.json").read_text())["config"]["thrombocyte_size"] is None
     capsys.readouterr()
     assert _cli(*few, "--out", str(tmp_path / "c"), "--platelet-size", "0.5", "0.2") == 2
-    assert "thrombocyte_size must be" in capsys.readouterr().err
+    assert "--platelet-size needs 0 < LOW <= HIGH" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
 

@@ -78,7 +78,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if args.crops_per_field is not None:
             kw["crops_per_field"] = args.crops_per_field
         if args.platelet_size is not None:
-            kw["thrombocyte_size"] = None if tuple(args.platelet_size) == (0.0, 0.0) else tuple(args.platelet_size)
+            lo, hi = args.platelet_size
+            if (lo, hi) != (0.0, 0.0) and not 0 < lo <= hi:
+                raise ValueError(f"--platelet-size needs 0 < LOW <= HIGH (RBC diameters), or 0 0 to keep each "
+                                 f"sample's own size; got {lo:g} {hi:g}")
+            kw["thrombocyte_size"] = None if (lo, hi) == (0.0, 0.0) else (lo, hi)
         config = SynthConfig.plain(**kw) if args.plain else SynthConfig(**kw)
         pool = SamplePool.procedural(args.per_class, seed=args.seed) if args.procedural else SamplePool.from_bank_dir(args.bank)
     except ValueError as e:
