@@ -62,13 +62,16 @@ def test_segment_widget_gives_class_labels_layer(make_napari_viewer, qtbot):
 def test_segment_all_open_images(make_napari_viewer, qtbot):
     """One click segments every open RGB image into its own class map; an image that is no smear is
     reported and does not stop the others; a single-channel layer is not an RGB image and is left out."""
+    import dask.array as da
+
     from napari_bloodseg.render import render_smear
     from napari_bloodseg.widgets.segment import SegmentWidget
 
     viewer = make_napari_viewer()
     smears = {f"field {k}": render_smear((320, 320), seed=10 + k) for k in range(2)}
-    for name, s in smears.items():
-        viewer.add_image(s.image, name=name, rgb=True)
+    viewer.add_image(smears["field 0"].image, name="field 0", rgb=True)
+    # a lazily loaded image (dask, as napari's readers give for large files) is read in the worker
+    viewer.add_image(da.from_array(smears["field 1"].image, chunks=(160, 160, 3)), name="field 1", rgb=True)
     viewer.add_image(np.zeros((6, 6, 3), np.uint8), name="thumbnail", rgb=True)
     viewer.add_image(np.zeros((64, 64), np.uint8), name="gray")
     widget = SegmentWidget(viewer)

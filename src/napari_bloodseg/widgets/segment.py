@@ -42,7 +42,7 @@ def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_
 def _segment_all_worker(images: list[np.ndarray], diameters: list[float | None], model_path: str | None, device: str,
                         tta: str = "none", scale_method: str = "network", backend: str = "auto",
                         tighten_wbcs: bool = True):
-    """Segments each image in turn with one loaded model. Yields ("tiles", i, done, total) while image
+    """Segments each image (any array-like) in turn with one loaded model. Yields ("tiles", i, done, total) while image
     i runs, then ("done", i, Segmentation) or ("skipped", i, reason) (one image that is no smear
     does not stop the others); returns how many were segmented."""
     from ..infer import Segmenter
@@ -289,10 +289,6 @@ class SegmentWidget(WorkerDock, Container):
                 diameter, how = RBC_MICRONS / um, f"pixel size {um:g} µm (file)"
         return diameter, how
 
-    @staticmethod
-    def _pixels(layer: Image) -> np.ndarray:
-        return np.asarray(layer.data[0] if layer.multiscale else layer.data)
-
     def run(self) -> None:
         layer = self._image.value
         if layer is None:
@@ -302,7 +298,7 @@ class SegmentWidget(WorkerDock, Container):
         if not ok:
             return
         diameter, how = self._diameter_for(layer)
-        self._start(layer, self._pixels(layer), model, diameter, how)
+        self._start(layer, np.asarray(layer.data[0] if layer.multiscale else layer.data), model, diameter, how)
 
     def run_all(self) -> None:
         """Segment every open RGB image in one background run, each into its own class map."""
@@ -316,7 +312,9 @@ class SegmentWidget(WorkerDock, Container):
         if not ok:
             return
         found = [self._diameter_for(layer) for layer in layers]
-        worker = _segment_all_worker([self._pixels(layer) for layer in layers], [d for d, _ in found], model,
+        # the layers' own arrays: a lazily loaded (dask) image is read in the worker, one at a time
+        worker = _segment_all_worker([layer.data[0] if layer.multiscale else layer.data for layer in layers],
+                                     [d for d, _ in found], model,
                                      self._device.value, self._tta.value, self._scale_method.value,
                                      self._backend.value, self._tighten.value)
         self._task = "Segmentation"
