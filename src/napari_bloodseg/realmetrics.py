@@ -113,13 +113,18 @@ def wbc_dice(pred_labels: np.ndarray, true_mask: np.ndarray) -> float:
     return dice(np.isin(np.asarray(pred_labels), _WBC_IDS), np.asarray(true_mask, bool))
 
 
+def _box_slices(shape: tuple[int, int], box: Box) -> tuple[slice, slice]:
+    """The pixels a (row0, col0, row1, col1) box covers, cut to an image of ``shape`` (may be empty)."""
+    r0, c0, r1, c1 = (float(v) for v in box)
+    h, w = shape[:2]
+    return slice(max(0, math.floor(r0)), min(h, math.ceil(r1))), slice(max(0, math.floor(c0)), min(w, math.ceil(c1)))
+
+
 def _region_mask(shape: tuple[int, int], region: np.ndarray | Box) -> np.ndarray:
     if isinstance(region, np.ndarray) and region.shape == shape:
         return region.astype(bool)
-    r0, c0, r1, c1 = (float(v) for v in region)
-    h, w = shape
     m = np.zeros(shape, bool)
-    m[max(0, math.floor(r0)):min(h, math.ceil(r1)), max(0, math.floor(c0)):min(w, math.ceil(c1))] = True
+    m[_box_slices(shape, region)] = True
     return m
 
 
@@ -162,13 +167,7 @@ def type_recall(truth_types: Sequence[int], predicted_types: Sequence[int | None
 def platelets_found(labels: np.ndarray, boxes: Sequence[Box]) -> int:
     """How many of the platelet ``boxes`` hold a thrombocyte or platelet-clump pixel of ``labels``.
     A box, not a blob: annotators box a platelet loosely, and the map may draw it a little off."""
-    h, w = labels.shape[:2]
-    found = 0
-    for r0, c0, r1, c1 in boxes:
-        y0, x0 = max(0, int(math.floor(r0))), max(0, int(math.floor(c0)))
-        y1, x1 = min(h, int(math.ceil(r1))), min(w, int(math.ceil(c1)))
-        found += bool(y1 > y0 and x1 > x0 and np.isin(labels[y0:y1, x0:x1], _PLATELET_IDS).any())
-    return found
+    return sum(bool(np.isin(labels[_box_slices(labels.shape, box)], _PLATELET_IDS).any()) for box in boxes)
 
 
 def rbc_records(records: Sequence[CellRecord]) -> list[CellRecord]:
