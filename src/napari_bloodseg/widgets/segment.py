@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     import napari
 
 
+def _full_resolution(layer: Image):
+    """The layer's pixel array (its finest level when multiscale): diameters are in its pixels."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
 @thread_worker(ignore_errors=True)
 def _segment_worker(image: np.ndarray, model_path: str | None, device: str, rbc_diameter: float | None,
                     tta: str = "none", scale_method: str = "network", backend: str = "auto",
@@ -44,12 +49,11 @@ def _segment_all_worker(images: list[np.ndarray], diameters: list[float | None],
                         tighten_wbcs: bool = True):
     """Segments each image (any array-like) in turn with one loaded model. Yields ("tiles", i, done, total) while image
     i runs, then ("done", i, Segmentation) or ("skipped", i, reason) (one image that is no smear
-    does not stop the others); returns how many were segmented."""
+    does not stop the others)."""
     from ..infer import Segmenter
 
     seg = Segmenter.from_file(model_path, device=device, tta=tta, scale_method=scale_method, backend=backend,
                               tighten_wbcs=tighten_wbcs)
-    n = 0
     for i, (image, d) in enumerate(zip(images, diameters)):
         run = seg.iter_segment(image, d)
         try:
@@ -57,11 +61,9 @@ def _segment_all_worker(images: list[np.ndarray], diameters: list[float | None],
                 done, total = next(run)
                 yield "tiles", i, done, total
         except StopIteration as stop:
-            n += 1
             yield "done", i, stop.value
         except ValueError as e:  # InputError and kin: not a smear this model can read
             yield "skipped", i, str(e)
-    return n
 
 
 @thread_worker(ignore_errors=True)
@@ -202,8 +204,8 @@ class SegmentWidget(WorkerDock, Container):
             return
         images = []
         for layer in self._image_layers():
-            if layer.rgb:  # the full-resolution level: diameters are in its pixels
-                images.append(np.asarray(layer.data[0] if layer.multiscale else layer.data))
+            if layer.rgb:
+                images.append(np.asarray(_full_resolution(layer)))
         if not images:
             show_error("Open the RGB smear images first: the RBC diameter is estimated on each and their median used.")
             return
@@ -298,7 +300,7 @@ class SegmentWidget(WorkerDock, Container):
         if not ok:
             return
         diameter, how = self._diameter_for(layer)
-        self._start(layer, np.asarray(layer.data[0] if layer.multiscale else layer.data), model, diameter, how)
+        self._start(layer, np.asarray(_full_resolution(layer)), model, diameter, how)
 
     def run_all(self) -> None:
         """Segment every open RGB image in one background run, each into its own class map."""
@@ -313,7 +315,7 @@ class SegmentWidget(WorkerDock, Container):
             return
         found = [self._diameter_for(layer) for layer in layers]
         # the layers' own arrays: a lazily loaded (dask) image is read in the worker, one at a time
-        worker = _segment_all_worker([layer.data[0] if layer.multiscale else layer.data for layer in layers],
+        worker = _segment_all_worker([_full_resolution(layer) for layer in layers],
                                      [d for d, _ in found], model,
                                      self._device.value, self._tta.value, self._scale_method.value,
                                      self._backend.value, self._tighten.value)
@@ -321,9 +323,8 @@ class SegmentWidget(WorkerDock, Container):
         self._batch = {"layers": layers, "how": [h for _, h in found], "done": [], "skipped": [], "uncertain": []}
         self._cancelling = False
         worker.aborted.connect(self._on_batch_aborted)
-        worker.returned.connect(lambda _n: self._batch_report())
         self._launch(worker, progress(total=len(layers), desc=f"Segmenting {len(layers)} images"), "segmenting…",
-                     self._on_batch_event, lambda _n: None)
+                     self._on_batch_event, lambda _none: self._batch_report())
 
     def _on_batch_event(self, event: tuple) -> None:
         b, (kind, i) = self._batch, event[:2]
