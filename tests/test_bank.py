@@ -365,6 +365,124 @@ def test_voc_import(tmp_path):
     assert rep.skipped["duplicate boxes"] == 1 and any("WBC boxes" in k for k in rep.skipped)
 
 
+def _yolo_line(cls, box, shape):
+    (y0, x0, y1, x1), (h, w) = box, shape
+    return f"{cls} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}"
+
+
+def _rbc_box(r, c):
+    return (r - 15, c - 15, r + 16, c + 16)
+
+
+def test_yolo_import_types_wbcs_holds_out_slides_and_names_what_it_left(tmp_path):
+    src = tmp_path / "rpi"
+    (src / "data.yaml").parent.mkdir(parents=True)
+    (src / "data.yaml").write_text("names: [neutrophil, RBC, WBC, Platelets]\nnc: 4\n")
+    wbc, cell = draw_wbc(size=128)
+    c = 64
+    _write(src / "train" / "images" / "S-1_0001.png", wbc)
+    lines = [_yolo_line(0, (c - 25, c - 25, c + 25, c + 25), wbc.shape[:2])]
+    for name, seed, sub in (("S-1_0002", 0, "train"), ("S-2_0001", 1, "valid"), ("S-3_0001", 2, "valid")):
+        rgb, centres = draw_field(seed=seed)
+        img = rgb.astype(float)
+        img[_disk(img.shape[:2], 80, 180, 5)] = NUC
+        _write(src / sub / "images" / f"{name}.png", img.astype(np.uint8))
+        box_lines = [_yolo_line(1, _rbc_box(r, cc), rgb.shape[:2]) for r, cc in centres[:3]]
+        box_lines += [_yolo_line(3, (72, 172, 88, 188), rgb.shape[:2]), _yolo_line(2, (0, 0, 10, 10), rgb.shape[:2])]
+        (src / sub / "labels").mkdir(parents=True, exist_ok=True)
+        (src / sub / "labels" / f"{name}.txt").write_text("\n".join(box_lines + ["7 0.5 0.5 0.1 0.1", "x y"]) + "\n")
+    (src / "train" / "labels" / "S-1_0001.txt").write_text("\n".join(lines) + "\n")
+
+    rep = run_import("yolo", src, tmp_path / "bank", rbc_diameter=30, group_by="slide", hold_out=["S-2", "S-3"],
+                     source="rpi")
+    assert rep.added[BloodClass.NEUTROPHIL] == 1
+    assert rep.added[BloodClass.HEALTHY_RBC] == 9 and rep.added[BloodClass.THROMBOCYTE] == 3
+    assert rep.skipped["WBC boxes without a type (the bank needs one)"] == 3
+    assert rep.skipped["boxes of class ids beyond the 4 names"] == 3 and rep.skipped["unparsable label lines"] == 3
+    bank = Bank.open(tmp_path / "bank")
+    samples = list(bank.samples())
+    wbc_sample = next(s for s in samples if s.class_id == BloodClass.NEUTROPHIL)
+    assert (wbc_sample.load_rgba()[..., 3] > 0).sum() == pytest.approx(cell.sum() * (36 / 30) ** 2, rel=0.25)
+    groups = {s.group: set() for s in samples}
+    for s in samples:
+        groups[s.group].add(s.split)
+    assert groups["rpi:S-2"] == {"test"} and groups["rpi:S-3"] == {"test"}  # held out, never moved to fill val
+    assert groups["rpi:S-1"] == {"train"}  # the one slide free to move fills the empty train split
+    # per image by default; a hold-out that names no slide is refused
+    with pytest.raises(ValueError, match="names no slide"):
+        run_import("yolo", src, tmp_path / "b2", rbc_diameter=30, group_by="slide", hold_out=["S-9"])
+    assert {s.group for s in run_import_and_open(src, tmp_path / "b3")} >= {"yolo:rpi:S-1_0001", "yolo:rpi:S-1_0002"}
+
+
+def run_import_and_open(src, bank_dir):
+    run_import("yolo", src, bank_dir, rbc_diameter=30)
+    return list(Bank.open(bank_dir).samples())
+
+
+def test_yolo_import_needs_class_names_in_words(tmp_path):
+    src = tmp_path / "set"
+    rgb, centres = draw_field()
+    _write(src / "images" / "a.png", rgb)
+    (src / "labels").mkdir()
+    (src / "labels" / "a.txt").write_text(_yolo_line(0, _rbc_box(*centres[0]), rgb.shape[:2]) + "\n")
+    with pytest.raises(LayoutError, match="--box-classes"):
+        run_import("yolo", src, tmp_path / "bank", rbc_diameter=30)
+    with pytest.raises(ValueError, match="'ghost' is no blood cell class"):
+        run_import("yolo", src, tmp_path / "bank", rbc_diameter=30, box_classes=["ghost"])
+    (src / "classes.txt").write_text("red blood cells\n")
+    assert run_import("yolo", src, tmp_path / "bank", rbc_diameter=30).added[BloodClass.HEALTHY_RBC] == 1
+    with pytest.raises(ValueError, match="only for the yolo"):
+        run_import("voc", src, tmp_path / "bank", box_classes=["rbc"])
+
+
+def test_boxes_csv_import_takes_the_scale_from_the_rbc_boxes(tmp_path):
+    src = tmp_path / "bcd"
+    img, rng = _canvas(300, 300, seed=3)
+    centres = [(30 + 60 * i, 30 + 60 * j) for i in range(5) for j in range(5)]
+    for r, c in centres:
+        _rbc(img, r, c)
+    _write(src / "images" / "image-1.png", _finish(img, rng))
+    rows = [["image", "xmin", "ymin", "xmax", "ymax", "label"]]
+    rows += [["image-1.png", c - 15, r - 15, c + 16, r + 16, "rbc"] for r, c in centres]
+    rows += [["image-1.png", 0, 0, 20, 20, "wbc"], ["image-2.png", 0, 0, 20, 20, "rbc"], ["image-1.png", "", 0, 5, 5, "rbc"]]
+    with open(src / "annotations.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    rep = run_import("boxes-csv", src, tmp_path / "bank")
+    scale = rep.sources["boxes-csv:bcd"].scale
+    assert scale.method == "median of the RBC boxes" and scale.diameter == pytest.approx(31)
+    assert rep.added[BloodClass.HEALTHY_RBC] >= 20
+    assert rep.skipped["WBC boxes without a type (the bank needs one)"] == 1
+    assert rep.skipped["CSV rows naming no image file"] == 1 and rep.skipped["unparsable CSV rows"] == 1
+    # the same boxes as fractions of the image
+    frac = tmp_path / "frac"
+    _write(frac / "images" / "image-1.png", _finish(img, rng))
+    with open(frac / "boxes.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0]] + [[r[0], r[1] / 300, r[2] / 300, r[3] / 300, r[4] / 300, r[5]] for r in rows[1:26]])
+    rep2 = run_import("boxes-csv", frac, tmp_path / "bank2")
+    assert rep2.sources["boxes-csv:frac"].scale.diameter == pytest.approx(31)
+    assert rep2.added[BloodClass.HEALTHY_RBC] == rep.added[BloodClass.HEALTHY_RBC]
+    (frac / "boxes.csv").write_text("image,x,y\n")
+    with pytest.raises(LayoutError, match="no column xmin"):
+        run_import("boxes-csv", frac, tmp_path / "bank3")
+
+
+def test_cli_box_import_options(tmp_path, capsys):
+    src = tmp_path / "set"
+    rgb, centres = draw_field()
+    _write(src / "images" / "a.png", rgb)
+    (src / "labels").mkdir()
+    (src / "labels" / "a.txt").write_text(_yolo_line(0, _rbc_box(*centres[0]), rgb.shape[:2]) + "\n")
+    base = ["import", "yolo", str(src), "--bank", str(tmp_path / "bank"), "--rbc-diameter", "30", "-q"]
+    assert bank_cli.main(base + ["--box-classes", "neutrophil,ghost"]) == 2
+    assert "'ghost' is no blood cell class" in capsys.readouterr().err
+    assert bank_cli.main(base + ["--box-classes", "RBC", "--hold-out", "b"]) == 2
+    assert "--hold-out names no image" in capsys.readouterr().err
+    assert not (tmp_path / "bank" / "healthy_rbc").exists()
+    assert bank_cli.main(base + ["--box-classes", "RBC", "--hold-out", "a", "--licence", "MIT"]) == 0
+    assert "added 1 (healthy RBC 1)" in capsys.readouterr().out
+    assert [s.split for s in Bank.open(tmp_path / "bank").samples()] == ["test"]
+
+
 def test_lisc_import(tmp_path):
     src = tmp_path / "LISC Database"
     for i in (1, 2):

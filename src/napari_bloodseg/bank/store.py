@@ -333,7 +333,7 @@ class Bank:
         os.replace(tmp, self.root / MANIFEST)
         self._dirty = False
 
-    def balance_splits(self, sources: Iterable[str] | None = None) -> int:
+    def balance_splits(self, sources: Iterable[str] | None = None, keep: Iterable[str] = ()) -> int:
         """Give every (class, source) with three or more source groups at least one group in each
         split; returns the number of samples moved.
 
@@ -341,8 +341,10 @@ class Bank:
         of the group, whatever its class or source, so crops of one source image stay in one
         split), from the split holding most of the pair's groups, in SHA-1 order of the group
         name, and never when the move would empty a split of another (class, source) with three
-        or more groups. Deterministic for a given bank. ``sources``: only these (default: all).
+        or more groups. Deterministic for a given bank. ``sources``: only these (default: all);
+        ``keep``: groups never moved (held out on purpose).
         """
+        kept = set(keep)
         by_group: dict[str, list[Sample]] = {}
         where: dict[tuple[int, str], dict[str, set[str]]] = {}  # (class, source) → split → groups
         for s in self._samples.values():
@@ -354,6 +356,8 @@ class Bank:
             return len(set().union(*where[pair].values()))
 
         def can_move(group: str, donor: str) -> bool:
+            if group in kept:
+                return False
             for pair in {(m.class_id, m.source) for m in by_group[group]}:
                 if n_groups(pair) >= 3 and not where[pair][donor] - {group}:
                     return False

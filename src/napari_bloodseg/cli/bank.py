@@ -24,6 +24,13 @@ def _err(msg: str) -> int:
     return 2
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names, e.g. neutrophil,lymphocyte")
+    return names
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from ..bank.importers import LayoutError, parse_format, run_import
     from ..bank.scale import ScaleError
@@ -38,6 +45,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         report = run_import(
             fmt, args.src, args.bank, limit=args.limit, rbc_diameter=args.rbc_diameter,
             licence=args.licence, source=args.source, jobs=args.jobs, progress=not args.quiet,
+            box_classes=args.box_classes, hold_out=args.hold_out, group_by=args.group_by,
         )
     except (LayoutError, ScaleError, ValueError) as e:
         return _err(str(e))
@@ -111,10 +119,20 @@ def add_parser(subparsers) -> None:
     s.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="read at most N source images, taken evenly over classes (default: all)")
     s.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
-                   help="healthy RBC diameter of the source in px (default: measured from its images)")
+                   help="healthy RBC diameter of the source in px (default: measured from its images; "
+                   "yolo / boxes-csv: the median of its RBC boxes when it has 20 or more)")
     s.add_argument("--licence", default=None, help="licence recorded for the samples (default: the format's)")
     s.add_argument("--source", default=None,
-                   help="source name recorded, folder format only (default: folder:<name of SRC>)")
+                   help="source name recorded, folder, yolo and boxes-csv formats (default: FORMAT:<name of SRC>)")
+    s.add_argument("--box-classes", type=_names, default=None, metavar="NAMES",
+                   help="yolo: the class of each YOLO id 0, 1, ... in order, comma separated, e.g. "
+                   "neutrophil,eosinophil,basophil,lymphocyte,monocyte (default: data.yaml or classes.txt in SRC)")
+    s.add_argument("--group-by", choices=("image", "slide"), default="image",
+                   help="yolo / boxes-csv: what one train/val/test split unit is: each image, or each slide "
+                   "(the file name up to a trailing _<number>: B-30_0047 is slide B-30) (default: %(default)s)")
+    s.add_argument("--hold-out", type=_names, default=None, metavar="NAMES",
+                   help="yolo / boxes-csv: images or slides (as --group-by counts them), comma separated, put in "
+                   "the test split and never trained on, e.g. a benchmark's held-out slides")
     s.add_argument("--jobs", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
                    help="worker processes (default: CPU count, at most 4: %(default)s here)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

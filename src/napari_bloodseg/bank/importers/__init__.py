@@ -43,6 +43,16 @@ Formats (:class:`ImportFormat`) and the layouts they expect:
     and ``SRC/Ground Truth Segmentation/<cls>/areaforexpert1/<n>_expert.bmp`` (grey masks: 0
     background, brighter levels cytoplasm and nucleus), ``<cls>`` in Baso, eosi, lymp, mono, neut
     (case-insensitive; ``mixt`` holds mixed cells and is skipped). The centred component is taken.
+``yolo``
+    ``SRC/[<split>/]images/*`` + ``labels/<stem>.txt`` lines ``class cx cy w h`` (0-1), class names
+    of the ids from ``--box-classes``, ``SRC/data.yaml`` (``names``) or ``SRC/classes.txt``
+    (wbc_rpi, Roboflow exports). See ``boxes`` for what each box gives.
+``boxes-csv``
+    One ``SRC/*.csv`` with columns ``image, xmin, ymin, xmax, ymax, label`` (pixels, or 0-1
+    fractions when every coordinate is ≤ 1) and the images in ``SRC/images/`` or ``SRC/``
+    (bcd_draaslan). Both box formats: the RBC diameter from the RBC boxes (20 or more), else
+    measured; split per image or per slide (``--group-by slide``); ``--hold-out`` pins named
+    images or slides to the test split.
 ``folder``
     ``SRC/<class name>/*.{png,jpg,jpeg,tif,tiff,bmp}`` (class names as in the class table, e.g.
     ``healthy_rbc``, ``platelet clump``). A mask may sit beside an image as ``<stem>_mask.png``
@@ -56,11 +66,12 @@ Platelet clumps of real data: no labelled source exists, :func:`synthesize_clump
 from single thrombocytes already in the bank (``bloodseg bank clumps``).
 
 Licences: pbc CC BY 4.0, zheng GPL-3.0, bccd-wbc / malaria-crops / rbc-points (Chula) / voc
-(BCCD) MIT, procedural BSD-3-Clause (the project's own), folder as given (default 'unknown').
+(BCCD) MIT, procedural BSD-3-Clause (the project's own), folder / yolo / boxes-csv as given
+(default 'unknown').
 
 Modules: ``base`` (formats, licences, the report, tasks and shared helpers), ``tasks`` (running
 one task in a worker), ``crops`` (pbc, malaria-crops, folder), ``masked`` (zheng, bccd-wbc, lisc),
-``annotated`` (rbc-points, voc), ``run`` (:func:`run_import`), ``procedural`` (the renderer as a
+``annotated`` (rbc-points, voc), ``boxes`` (yolo, boxes-csv), ``run`` (:func:`run_import`), ``procedural`` (the renderer as a
 source, platelet clumps).
 """
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ...classes import BloodClass
 from ..store import Bank
+from .boxes import NEIGHBOUR
 from .base import (
     LICENCES,
     LayoutError,
@@ -75,6 +76,9 @@ def _plan_rbc_points(src: Path, bank: Bank, opts: dict) -> _Plan:
     return _Plan({source: info}, tasks, skipped)
 
 
+VOC_CLASSES = {"RBC": int(BloodClass.HEALTHY_RBC), "Platelets": int(BloodClass.THROMBOCYTE)}
+
+
 def _plan_voc(src: Path, bank: Bank, opts: dict) -> _Plan:
     from ...realfields import (
         box_iou,  # not at module level: realfields imports the bank
@@ -109,18 +113,19 @@ def _plan_voc(src: Path, bank: Bank, opts: dict) -> _Plan:
             except ValueError:
                 notes["unparsable boxes"] += 1
                 continue
-            if any(box_iou((y0, x0, y1, x1), b[:4]) > 0.8 and b[4] == name for b in boxes):
+            cls = VOC_CLASSES.get(name, NEIGHBOUR)
+            if any(box_iou((y0, x0, y1, x1), b[:4]) > 0.8 and b[4] == cls for b in boxes):
                 notes["duplicate boxes"] += 1
                 continue
-            if name in ("RBC", "Platelets"):
+            if cls != NEIGHBOUR:
                 ids.append(len(boxes))
             elif name == "WBC":
                 notes["WBC boxes (not used: take BCCD WBCs from bccd-wbc)"] += 1
             else:
                 notes[f"boxes of unknown class {name!r}"] += 1
-            boxes.append((y0, x0, y1, x1, name))
+            boxes.append((y0, x0, y1, x1, cls))
         if ids:
-            tasks.append(_Task("voc", str(img), _rel(img, src), source, f"bccd:{img.stem}", scale.diameter,
+            tasks.append(_Task("boxes", str(img), _rel(img, src), source, f"bccd:{img.stem}", scale.diameter,
                                boxes=boxes, ids=ids, notes=dict(notes)))
         else:
             tasks.append(_skip(img, src, source, "images without RBC or platelet boxes"))

@@ -33,6 +33,8 @@ class ImportFormat(str, Enum):
     RBC_POINTS = "rbc-points"
     VOC = "voc"
     LISC = "lisc"
+    YOLO = "yolo"
+    BOXES_CSV = "boxes-csv"
     FOLDER = "folder"
     PROCEDURAL = "procedural"
 
@@ -61,6 +63,8 @@ LICENCES: dict[str, str] = {
     "rbc-points": "MIT",
     "voc": "MIT",
     "lisc": "LISC terms (research use, cite Rezatofighi & Soltanian-Zadeh 2011)",
+    "yolo": "unknown",
+    "boxes-csv": "unknown",
     "procedural": "BSD-3-Clause",
     "folder": "unknown",
 }
@@ -132,7 +136,7 @@ class ImportReport:
 class _Task:
     """One source image and what to take from it (picklable, runs in a worker)."""
 
-    kind: str  # crop | masked | components | points | voc
+    kind: str  # crop | masked | components | points | boxes
     path: str
     rel: str  # source_file as recorded (relative to SRC, posix)
     source: str
@@ -141,11 +145,12 @@ class _Task:
     cls: int | None = None
     mask_path: str | None = None
     surround: str = "light"
-    points: list[tuple[float, float, int]] | None = None  # (row, col, class or -1) for points/voc
-    boxes: list[tuple[int, int, int, int, str]] | None = None  # (ymin, xmin, ymax, xmax, name)
+    points: list[tuple[float, float, int]] | None = None  # (row, col, class or -1) for points
+    boxes: list[tuple[int, int, int, int, int]] | None = None  # (ymin, xmin, ymax, xmax, class or -1: a neighbour)
     ids: list[int] | None = None  # crop indices known in advance (for dedupe before running)
     note: str | None = None  # kind 'skip': why this file gives nothing
     notes: dict[str, int] | None = None  # annotations of this file not used, by reason
+    split: str | None = None  # None: the hash of the group; 'test' for a group held out
 
 
 @dataclass

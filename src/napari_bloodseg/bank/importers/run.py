@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Literal, get_args
 
 from tqdm import tqdm
 
@@ -21,10 +22,13 @@ from .base import (
     _Task,
     parse_format,
 )
+from .boxes import _plan_boxes_csv, _plan_yolo
 from .crops import _plan_folder, _plan_malaria, _plan_pbc
 from .masked import _plan_bccd_wbc, _plan_lisc, _plan_zheng
 from .procedural import import_procedural
 from .tasks import _run_task
+
+GroupBy = Literal["image", "slide"]
 
 _PLANNERS = {
     ImportFormat.PBC: _plan_pbc,
@@ -34,6 +38,8 @@ _PLANNERS = {
     ImportFormat.RBC_POINTS: _plan_rbc_points,
     ImportFormat.VOC: _plan_voc,
     ImportFormat.LISC: _plan_lisc,
+    ImportFormat.YOLO: _plan_yolo,
+    ImportFormat.BOXES_CSV: _plan_boxes_csv,
     ImportFormat.FOLDER: _plan_folder,
 }
 
@@ -70,13 +76,21 @@ def run_import(
     progress: bool = False,
     per_class: int | None = None,
     seed: int = 0,
+    box_classes: Sequence[str] | None = None,
+    hold_out: Sequence[str] | None = None,
+    group_by: GroupBy = "image",
 ) -> ImportReport:
     """Import ``src`` in format ``fmt`` into ``bank`` (a Bank or a folder, created if needed).
 
     limit: read at most this many source images (taken round-robin over classes/sets).
     rbc_diameter: the source's healthy-RBC diameter in px (skips measuring).
-    licence / source: override the licence text / source name recorded (``folder``: both useful).
+    licence / source: override the licence text / source name recorded (``folder``, ``yolo``,
+    ``boxes-csv``: both useful).
     jobs: worker processes. per_class / seed: for ``procedural`` only.
+    box_classes (``yolo``): the class names of YOLO ids 0, 1, … (default: data.yaml or classes.txt).
+    group_by (``yolo``, ``boxes-csv``): the unit of the train/val/test split, ``image`` or ``slide``
+    (the file name up to a trailing ``_<number>``). hold_out: those images or slides go to the test
+    split and stay there (e.g. a benchmark's held-out slides).
     """
     f = parse_format(fmt)
     if limit is not None and limit < 1:
@@ -88,10 +102,18 @@ def run_import(
     srcp = Path(src)
     if not srcp.exists():
         raise LayoutError(f"{src} does not exist")
-    opts = {"rbc_diameter": rbc_diameter, "licence": licence, "source": source}
+    if group_by not in get_args(GroupBy):
+        raise ValueError(f"unknown grouping {group_by!r}; allowed: {', '.join(get_args(GroupBy))}")
+    box_formats = (ImportFormat.YOLO, ImportFormat.BOXES_CSV)
+    if source and f not in (ImportFormat.FOLDER, *box_formats):
+        raise ValueError("--source is only for the folder, yolo and boxes-csv formats")
+    if (hold_out or group_by != "image") and f not in box_formats:
+        raise ValueError("--hold-out and --group-by are only for the yolo and boxes-csv formats")
+    if box_classes and f != ImportFormat.YOLO:
+        raise ValueError("--box-classes is only for the yolo format (other layouts name their boxes)")
+    opts = {"rbc_diameter": rbc_diameter, "licence": licence, "source": source, "box_classes": box_classes,
+            "hold_out": hold_out, "group_by": group_by}
     plan = _PLANNERS[f](srcp, b, opts)
-    if source and f != ImportFormat.FOLDER:
-        raise ValueError("--source is only for the folder format")
     tasks = plan.tasks[:limit] if limit else plan.tasks
     report = ImportReport(f.value, str(src), plan.sources, files=len(tasks), skipped=plan.skipped)
     todo = []
@@ -103,7 +125,7 @@ def run_import(
     try:
         for res in _execute(todo, jobs, progress, f"import {f.value}"):
             _add_result(b, res, plan.sources, report)
-        report.moved = b.balance_splits(plan.sources)
+        report.moved = b.balance_splits(plan.sources, keep={t.group for t in plan.tasks if t.split})
     finally:
         b.save()
     report.seconds = time.perf_counter() - t0
@@ -123,7 +145,7 @@ def _add_result(b: Bank, res: _Result, sources: dict[str, SourceInfo], report: I
             continue
         s = b.add(
             c.rgba, c.cls, source=t.source, source_file=t.rel, index=c.index, licence=info.licence,
-            source_rbc_diameter_px=info.scale.diameter, scale_factor=info.scale.factor, group=t.group,
+            source_rbc_diameter_px=info.scale.diameter, scale_factor=info.scale.factor, group=t.group, split=t.split,
         )
         if s is None:
             report.already += 1

@@ -81,9 +81,8 @@ def _run_task(t: _Task) -> _Result:
                 others = np.delete(allp, i, axis=0)
                 ex = M.pick_cell(labels, (r, c), t.diameter, other_points=others, slices=slices)
                 res.crops.append(_crop_from(i, cls, rgb, ex, t.diameter))
-        elif t.kind == "voc":
-            assert t.boxes is not None
-            _run_voc(t, rgb, res)
+        elif t.kind == "boxes":
+            _run_boxes(t, rgb, res)
         else:
             raise ValueError(f"unknown task kind {t.kind!r}")
     except Exception as e:  # noqa: BLE001 - report, never abort the whole import
@@ -91,7 +90,12 @@ def _run_task(t: _Task) -> _Result:
     return res
 
 
-def _run_voc(t: _Task, rgb: np.ndarray, res: _Result) -> None:
+#: How far a WBC box is widened before the leukocyte is extracted in it (x RBC diameter): boxes are drawn loosely.
+WBC_BOX_MARGIN = 0.35
+
+
+def _run_boxes(t: _Task, rgb: np.ndarray, res: _Result) -> None:
+    """One sample per box of a bank class; boxes of class -1 are neighbours only."""
     from ...realfields import (
         box_iou,  # not at module level: realfields imports the bank
     )
@@ -101,8 +105,11 @@ def _run_voc(t: _Task, rgb: np.ndarray, res: _Result) -> None:
     labels: np.ndarray | None = None
     slices: list | None = None
     centres = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in t.boxes], float).reshape(-1, 2)
-    for i, (y0, x0, y1, x1, name) in enumerate(t.boxes):
-        if name == "RBC":
+    for i, (y0, x0, y1, x1, cls) in enumerate(t.boxes):
+        if cls < 0:
+            continue
+        kind = M.kind_of(cls)
+        if kind == "rbc":
             if labels is None:
                 labels = M.label_field(rgb, t.diameter)
                 slices = ndi.find_objects(labels)
@@ -113,15 +120,29 @@ def _run_voc(t: _Task, rgb: np.ndarray, res: _Result) -> None:
                 oy, ox = ex.window[0].start, ex.window[1].start
                 if box_iou((oy + ys.min(), ox + xs.min(), oy + ys.max() + 1, ox + xs.max() + 1), (y0, x0, y1, x1)) < 0.5:
                     ex = M.reject(M.RejectReason.BOX)
-            res.crops.append(_crop_from(i, int(BloodClass.HEALTHY_RBC), rgb, ex, t.diameter))
-        elif name == "Platelets":
-            bh, bw = y1 - y0, x1 - x0
-            pad = int(max(bh, bw) * 0.5) + 2
-            cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
-            crop = rgb[cy0:cy1, cx0:cx1]
-            pt = ((y0 + y1) / 2 - cy0, (x0 + x1) / 2 - cx0)
+            res.crops.append(_crop_from(i, cls, rgb, ex, t.diameter))
+            continue
+        if kind == "wbc":
+            pad = int(WBC_BOX_MARGIN * t.diameter) + 2
+        else:
+            pad = int(max(y1 - y0, x1 - x0) * 0.5) + 2
+        cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+        if cy1 - cy0 < 4 or cx1 - cx0 < 4:
+            res.crops.append(_Crop(i, cls, None, M.RejectReason.EMPTY.value))
+            continue
+        crop = rgb[cy0:cy1, cx0:cx1]
+        pt = ((y0 + y1) / 2 - cy0, (x0 + x1) / 2 - cx0)
+        if kind == "wbc":
+            ex = M.extract_wbc(crop, rbc_diameter=t.diameter)
+            if ex.ok:
+                cy, cx = np.argwhere(ex.mask).mean(0) + (cy0, cx0)
+                if not (y0 <= cy <= y1 and x0 <= cx <= x1):  # the cell found is not the boxed one
+                    ex = M.reject(M.RejectReason.BOX)
+        elif cls == BloodClass.PLATELET_CLUMP:
+            ex = _extract_clump(crop, t.diameter)
+        else:
             ex = M.extract_platelet(crop, t.diameter, point=pt)
-            res.crops.append(_crop_from(i, int(BloodClass.THROMBOCYTE), crop, ex, t.diameter))
+        res.crops.append(_crop_from(i, cls, crop, ex, t.diameter))
 
 
 def _extract_clump(rgb: np.ndarray, diameter: float) -> M.Extraction:
