@@ -433,6 +433,9 @@ def test_yolo_import_needs_class_names_in_words(tmp_path):
     assert run_import("yolo", src, tmp_path / "bank", rbc_diameter=30).added[BloodClass.HEALTHY_RBC] == 1
     with pytest.raises(ValueError, match="only for the yolo"):
         run_import("voc", src, tmp_path / "bank", box_classes=["rbc"])
+    (src / "labels" / "a.txt").unlink()
+    with pytest.raises(LayoutError, match=r"no image with its boxes to import \(1 images without a label file\)"):
+        run_import("yolo", src, tmp_path / "bank", rbc_diameter=30)
 
 
 def test_boxes_csv_import_takes_the_scale_from_the_rbc_boxes(tmp_path):

@@ -40,13 +40,10 @@ def optical_density(rgb: np.ndarray, d: float) -> np.ndarray:
     return np.log(np.maximum(glass, f) / f)
 
 
-BOX_MARGIN = 0.35  # x RBC diameter round a WBC box: boxes are drawn loosely
-
-
 def _loose_box(box, d: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(y0, x0, y1, x1) of a WBC box widened by BOX_MARGIN RBC diameters, clipped to ``shape``."""
+    """(y0, x0, y1, x1) of a WBC box widened by WBC_BOX_MARGIN RBC diameters, clipped to ``shape``."""
     r0, c0, r1, c1 = box
-    m = BOX_MARGIN * d
+    m = M.WBC_BOX_MARGIN * d
     return (max(0, int(r0 - m)), max(0, int(c0 - m)),
             min(shape[0], int(np.ceil(r1 + m))), min(shape[1], int(np.ceil(c1 + m))))
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bank.scale import rbc_box_diameters
 from .bank.store import assign_split
 from .classes import BloodClass
 
@@ -98,14 +99,7 @@ class RealField:
 
 def _median_box_diameter(boxes: list[Box], shape: tuple[int, int]) -> float | None:
     """Median (h + w) / 2 of roundish boxes clear of the border: one RBC each."""
-    h, w = shape
-    ds = []
-    for r0, c0, r1, c1 in boxes:
-        bh, bw = r1 - r0, c1 - c0
-        if r0 <= 1 or c0 <= 1 or r1 >= h - 1 or c1 >= w - 1 or min(bh, bw) <= 0:
-            continue
-        if 0.75 <= bh / bw <= 1.33:
-            ds.append((bh + bw) / 2)
+    ds = rbc_box_diameters(boxes, shape)
     return float(np.median(ds)) if len(ds) >= 3 else None
 
 

@@ -31,6 +31,10 @@ Surround = Literal["light", "dark"]
 SURROUNDS: tuple[str, ...] = ("light", "dark")
 
 
+#: How far a WBC box is widened before the leukocyte is looked for in it (x RBC diameter): boxes are drawn loosely.
+WBC_BOX_MARGIN = 0.35
+
+
 class RejectReason(str, Enum):
     """Why a crop gave no sample (counted per reason in import reports)."""
 

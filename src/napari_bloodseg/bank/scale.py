@@ -124,6 +124,19 @@ def diameter_from_masks(masks: Iterable[np.ndarray], min_objects: int = 8, metho
     return ScaleEstimate(d, n, method or "healthy RBC masks")
 
 
+def rbc_box_diameters(boxes: Iterable[tuple[float, float, float, float]], shape: tuple[int, int]) -> list[float]:
+    """(h + w) / 2 of each roundish (row0, col0, row1, col1) box clear of the image border: one RBC each."""
+    h, w = shape
+    out = []
+    for r0, c0, r1, c1 in boxes:
+        bh, bw = r1 - r0, c1 - c0
+        if r0 <= 1 or c0 <= 1 or r1 >= h - 1 or c1 >= w - 1 or min(bh, bw) <= 0:
+            continue
+        if 0.75 <= bh / bw <= 1.33:
+            out.append((bh + bw) / 2)
+    return out
+
+
 def rescale_rgba(rgba: np.ndarray, factor: float) -> np.ndarray:
     """Rescale an RGBA sample by ``factor``; colour is smoothed (anti-aliased), alpha stays binary."""
     rgba = np.asarray(rgba)

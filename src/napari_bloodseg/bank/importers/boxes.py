@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...classes import CLASS_NAMES, BloodClass, class_id
-from ..scale import ScaleEstimate
+from ..scale import ScaleEstimate, rbc_box_diameters
 from ..store import Bank
 from .base import (
     IMAGE_EXTS,
@@ -37,6 +37,10 @@ from .base import (
     _skip,
     _Task,
 )
+
+#: A field: its image, (height, width), boxes in px (row0, col0, row1, col1, class or NEIGHBOUR) and
+#: the reasons its other annotations give nothing.
+_Field = tuple[Path, tuple[int, int], list[tuple[float, float, float, float, int]], Counter]
 
 #: A box of an annotated WBC without a type, or of a class the bank does not hold: a neighbour only.
 NEIGHBOUR = -1
@@ -92,45 +96,45 @@ def split_unit(stem: str, group_by: str) -> str:
     return stem
 
 
-def _box_scale(fields: list[tuple[Path, list[tuple[float, float, float, float, int]]]]) -> ScaleEstimate | None:
-    """The RBC diameter from the healthy-RBC boxes (median of roundish boxes clear of the border)."""
+def _image_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header; None when it cannot be read."""
     from PIL import Image
 
-    ds: list[float] = []
-    for path, boxes in fields:
-        rbc = [b for b in boxes if b[4] == BloodClass.HEALTHY_RBC]
-        if not rbc:
-            continue
-        try:
-            with Image.open(path) as im:
-                h, w = im.height, im.width
-        except Exception:  # noqa: BLE001 - unreadable files are reported by their task
-            continue
-        for r0, c0, r1, c1, _ in rbc:
-            bh, bw = r1 - r0, c1 - c0
-            if r0 > 1 and c0 > 1 and r1 < h - 1 and c1 < w - 1 and min(bh, bw) > 0 and 0.75 <= bh / bw <= 1.33:
-                ds.append((bh + bw) / 2)
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001 - any decoder failure means unreadable
+        return None
+
+
+def _box_scale(fields: list[_Field]) -> ScaleEstimate | None:
+    """The RBC diameter from the healthy-RBC boxes (median of the roundish ones clear of the border)."""
+    ds = [d for _, shape, boxes, _ in fields
+          for d in rbc_box_diameters([b[:4] for b in boxes if b[4] == BloodClass.HEALTHY_RBC], shape)]
     if len(ds) < 20:
         return None
     return ScaleEstimate(float(np.median(ds)), len(ds), "median of the RBC boxes")
 
 
-def _plan_fields(src: Path, bank: Bank, opts: dict, kind: str, source: str,
-                 fields: list[tuple[Path, list[tuple[float, float, float, float, int]], dict]],
+def _plan_fields(src: Path, bank: Bank, opts: dict, kind: str, source: str, fields: list[_Field],
                  missing: list[tuple[Path, str]]) -> _Plan:
-    """Tasks for fields given as (image, boxes in px (y0, x0, y1, x1, class or NEIGHBOUR), notes)."""
+    """Tasks for the fields; ``missing``: (file, why it gives nothing)."""
+    if not fields:
+        why = Counter(w for _, w in missing)
+        raise LayoutError(f"{src}: no image with its boxes to import"
+                          + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if why else ""))
     hold = set(opts.get("hold_out") or ())
     group_by = opts.get("group_by") or "image"
-    units = {p: split_unit(p.stem, group_by) for p, _, _ in fields}
+    units = {p: split_unit(p.stem, group_by) for p, _, _, _ in fields}
     unknown = sorted(hold - set(units.values()))
     if unknown:
         raise ValueError(f"--hold-out names no {group_by} of {src}: {', '.join(unknown[:5])}"
                          + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""))
     scale = _scale_for(bank, source, opts.get("rbc_diameter"),
-                       lambda: _box_scale([(p, b) for p, b, _ in fields]) or _measure_images([p for p, _, _ in fields]))
+                       lambda: _box_scale(fields) or _measure_images([p for p, _, _, _ in fields]))
     info = SourceInfo(source, opts.get("licence") or LICENCES[kind], scale)
     tasks = [_skip(p, src, source, why) for p, why in missing]
-    for p, boxes, notes in fields:
+    for p, _, boxes, notes in fields:
         ids = [i for i, b in enumerate(boxes) if b[4] != NEIGHBOUR]
         if not ids:
             tasks.append(_skip(p, src, source, "fields without a box of a bank class"))
@@ -183,21 +187,19 @@ def _plan_yolo(src: Path, bank: Bank, opts: dict) -> _Plan:
     names = _yolo_names(src, opts.get("box_classes"))
     classes, why = _box_name_classes(names)
     source = opts.get("source") or f"yolo:{src.resolve().name}"
-    fields, missing = [], []
-    from PIL import Image
-
+    fields: list[_Field] = []
+    missing: list[tuple[Path, str]] = []
     for img_dir, lab_dir in dirs:
         for img in _images(img_dir):
             txt = lab_dir / f"{img.stem}.txt"
             if not txt.is_file():
                 missing.append((img, "images without a label file"))
                 continue
-            try:
-                with Image.open(img) as im:
-                    h, w = im.height, im.width
-            except Exception:  # noqa: BLE001
+            shape = _image_shape(img)
+            if shape is None:
                 missing.append((img, "unreadable images"))
                 continue
+            h, w = shape
             boxes, notes = [], Counter()
             for line in txt.read_text().splitlines():
                 parts = line.split()
@@ -213,7 +215,7 @@ def _plan_yolo(src: Path, bank: Bank, opts: dict) -> _Plan:
                     continue
                 notes[why[c]] += 1
                 boxes.append(((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w, classes[c]))
-            fields.append((img, boxes, notes))
+            fields.append((img, shape, boxes, notes))
     return _plan_fields(src, bank, opts, "yolo", source, fields, missing)
 
 
@@ -254,24 +256,21 @@ def _plan_boxes_csv(src: Path, bank: Bank, opts: dict) -> _Plan:
     by_name = dict(zip(names, zip(classes, why)))
     fraction = all(v <= 1.0 for r in rows.values() for b, _ in r for v in b)  # all ≤ 1: fractions
     source = opts.get("source") or f"boxes-csv:{src.resolve().name}"
-    fields, missing = [], []
-    from PIL import Image
-
+    fields: list[_Field] = []
+    missing: list[tuple[Path, str]] = []
     for name in sorted(rows, key=lambda s: (len(s), s)):
         img = img_dir / name
         if not img.is_file() or img.suffix.lower() not in IMAGE_EXTS:
             missing.append((img, "CSV rows naming no image file"))
             continue
-        try:
-            with Image.open(img) as im:
-                h, w = im.height, im.width
-        except Exception:  # noqa: BLE001
+        shape = _image_shape(img)
+        if shape is None:
             missing.append((img, "unreadable images"))
             continue
-        sy, sx = (h, w) if fraction else (1, 1)
+        sy, sx = shape if fraction else (1, 1)
         notes = Counter(by_name[lab][1] for _, lab in rows[name])
         boxes = [(b[0] * sy, b[1] * sx, b[2] * sy, b[3] * sx, by_name[lab][0]) for b, lab in rows[name]]
-        fields.append((img, boxes, notes))
+        fields.append((img, shape, boxes, notes))
     plan = _plan_fields(src, bank, opts, "boxes-csv", source, fields, missing)
     if bad:
         plan.skipped["unparsable CSV rows"] += bad

@@ -90,10 +90,6 @@ def _run_task(t: _Task) -> _Result:
     return res
 
 
-#: How far a WBC box is widened before the leukocyte is extracted in it (x RBC diameter): boxes are drawn loosely.
-WBC_BOX_MARGIN = 0.35
-
-
 def _run_boxes(t: _Task, rgb: np.ndarray, res: _Result) -> None:
     """One sample per box of a bank class; boxes of class -1 are neighbours only."""
     from ...realfields import (
@@ -123,7 +119,7 @@ def _run_boxes(t: _Task, rgb: np.ndarray, res: _Result) -> None:
             res.crops.append(_crop_from(i, cls, rgb, ex, t.diameter))
             continue
         if kind == "wbc":
-            pad = int(WBC_BOX_MARGIN * t.diameter) + 2
+            pad = int(M.WBC_BOX_MARGIN * t.diameter) + 2
         else:
             pad = int(max(y1 - y0, x1 - x0) * 0.5) + 2
         cy0, cy1, cx0, cx1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
