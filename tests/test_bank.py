@@ -486,6 +486,49 @@ def test_cli_box_import_options(tmp_path, capsys):
     assert [s.split for s in Bank.open(tmp_path / "bank").samples()] == ["test"]
 
 
+def test_pairs_from_boxes_label_each_wbc_with_its_box_type(tmp_path, capsys):
+    from napari_bloodseg.boxpairs import write_box_pairs
+    from napari_bloodseg.classes import IGNORE_INDEX, SOME_WBC
+    from napari_bloodseg.cli import main as cli_main
+    from napari_bloodseg.finetune import find_pairs
+
+    src = tmp_path / "lab"
+    (src / "labels").mkdir(parents=True)
+    (src / "classes.txt").write_text("neutrophil\nWBC\nRBC\n")
+    for name, seed, cls in (("typed", 0, 0), ("untyped", 1, 1)):
+        rgb, _ = draw_wbc(size=128, seed=seed)
+        _write(src / "images" / f"{name}.png", rgb)
+        (src / "labels" / f"{name}.txt").write_text(_yolo_line(cls, (39, 39, 89, 89), rgb.shape[:2]) + "\n")
+    rgb, centres = draw_field()
+    _write(src / "images" / "rbcs.png", rgb)
+    (src / "labels" / "rbcs.txt").write_text("\n".join(_yolo_line(2, _rbc_box(r, c), rgb.shape[:2]) for r, c in centres))
+
+    rep = write_box_pairs("yolo", src, tmp_path / "pairs", rbc_diameter=30)
+    assert sorted(rep.written) == ["rbcs", "typed", "untyped"]
+    train, _ = find_pairs(tmp_path / "pairs")
+    assert len(train) == 3
+    for name, want in (("typed", BloodClass.NEUTROPHIL), ("untyped", SOME_WBC)):
+        img = iio.imread(tmp_path / "pairs" / "images" / f"{name}.png")
+        mask = iio.imread(tmp_path / "pairs" / "masks" / f"{name}.png")
+        assert img.shape[:2] == mask.shape == (154, 154)  # rescaled from 30 px RBCs to 36
+        inside = mask[77 - 20 : 77 + 20, 77 - 20 : 77 + 20]  # the drawn WBC: radius 24 px, 29 after rescaling
+        assert (inside == want).mean() > 0.8, (name, np.unique(inside, return_counts=True))
+        assert (mask == want).sum() < 1.2 * np.pi * 29**2  # the WBC alone, not its box
+    rbc_mask = iio.imread(tmp_path / "pairs" / "masks" / "rbcs.png")
+    r, c = (int(v * 1.2) for v in centres[0])
+    assert rbc_mask[r, c] == BloodClass.HEALTHY_RBC and (rbc_mask == BloodClass.BACKGROUND).any()
+    assert not np.isin(rbc_mask, [int(x) for x in BloodClass if 1 <= x <= 5] + [SOME_WBC]).any()
+    assert (rbc_mask == IGNORE_INDEX).any()  # the boundaries nobody can label from boxes
+
+    # again: kept, not rewritten; the CLI says so and where to go next
+    assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "pairs"), "--rbc-diameter", "30", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 0 training pairs" in out and "skipped 3: fields whose pair is already there" in out
+    assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "p2"), "--box-classes", "ghost"]) == 2
+    assert "'ghost' is no blood cell class" in capsys.readouterr().err
+    assert not (tmp_path / "p2").exists()
+
+
 def test_lisc_import(tmp_path):
     src = tmp_path / "LISC Database"
     for i in (1, 2):

@@ -255,10 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_segment)
 
     from .bank import add_parser as add_bank
+    from .pairs import add_parser as add_pairs
     from .synth import add_parser as add_synth
     from .train import add_parser as add_train
 
-    for add in (add_bank, add_synth, add_train):
+    for add in (add_bank, add_synth, add_pairs, add_train):
         add(sub)
     return p
 

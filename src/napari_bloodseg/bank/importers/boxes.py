@@ -16,7 +16,10 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -38,12 +41,16 @@ from .base import (
     _Task,
 )
 
-#: A field: its image, (height, width), boxes in px (row0, col0, row1, col1, class or NEIGHBOUR) and
-#: the reasons its other annotations give nothing.
+BoxFormat = Literal["yolo", "boxes-csv"]
+
+#: A field: its image, (height, width), boxes in px (row0, col0, row1, col1, class, NEIGHBOUR or
+#: UNTYPED_WBC) and the reasons its other annotations give no sample.
 _Field = tuple[Path, tuple[int, int], list[tuple[float, float, float, float, int]], Counter]
 
-#: A box of an annotated WBC without a type, or of a class the bank does not hold: a neighbour only.
+#: A box of a class the bank does not hold: a neighbour only.
 NEIGHBOUR = -1
+#: A WBC box without a type: a neighbour for the bank, 'some WBC' for training pairs.
+UNTYPED_WBC = -2
 
 _ALIASES: dict[str, int] = {
     "rbc": BloodClass.HEALTHY_RBC, "red blood cell": BloodClass.HEALTHY_RBC, "erythrocyte": BloodClass.HEALTHY_RBC,
@@ -82,7 +89,7 @@ def _box_name_classes(names: Sequence[str]) -> tuple[list[int], list[str]]:
             ids.append(NEIGHBOUR)
             notes.append(f"boxes of unknown class {n!r}")
             continue
-        ids.append(NEIGHBOUR if c is None else c)
+        ids.append(UNTYPED_WBC if c is None else c)
         notes.append("WBC boxes without a type (the bank needs one)" if c is None else "")
     return ids, notes
 
@@ -107,7 +114,7 @@ def _image_shape(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def _box_scale(fields: list[_Field]) -> ScaleEstimate | None:
+def box_scale(fields: list[_Field]) -> ScaleEstimate | None:
     """The RBC diameter from the healthy-RBC boxes (median of the roundish ones clear of the border)."""
     ds = [d for _, shape, boxes, _ in fields
           for d in rbc_box_diameters([b[:4] for b in boxes if b[4] == BloodClass.HEALTHY_RBC], shape)]
@@ -116,13 +123,39 @@ def _box_scale(fields: list[_Field]) -> ScaleEstimate | None:
     return ScaleEstimate(float(np.median(ds)), len(ds), "median of the RBC boxes")
 
 
-def _plan_fields(src: Path, bank: Bank, opts: dict, kind: str, source: str, fields: list[_Field],
-                 missing: list[tuple[Path, str]]) -> _Plan:
-    """Tasks for the fields; ``missing``: (file, why it gives nothing)."""
-    if not fields:
-        why = Counter(w for _, w in missing)
+@dataclass
+class BoxFields:
+    """What a box layout holds: its fields, the files that give nothing (file, why) and its default
+    source name."""
+
+    source: str
+    fields: list[_Field]
+    missing: list[tuple[Path, str]] = dc_field(default_factory=list)
+    bad_rows: int = 0  # CSV rows without four numbers
+
+
+def read_box_fields(fmt: BoxFormat, src: str | Path, box_classes: Sequence[str] | None = None) -> BoxFields:
+    """The fields of a ``yolo`` or ``boxes-csv`` folder (LayoutError when it has none)."""
+    src = Path(src)
+    if fmt == "yolo":
+        got = _read_yolo(src, box_classes)
+    elif fmt == "boxes-csv":
+        if box_classes:
+            raise ValueError("--box-classes is only for the yolo format (other layouts name their boxes)")
+        got = _read_boxes_csv(src)
+    else:
+        raise ValueError(f"unknown box layout {fmt!r}; allowed: {', '.join(get_args(BoxFormat))}")
+    if not got.fields:
+        why = Counter(w for _, w in got.missing)
         raise LayoutError(f"{src}: no image with its boxes to import"
                           + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if why else ""))
+    return got
+
+
+def _plan_fields(src: Path, bank: Bank, opts: dict, kind: BoxFormat) -> _Plan:
+    """Import tasks for the fields of a box layout."""
+    got = read_box_fields(kind, src, opts.get("box_classes"))
+    source, fields, missing = opts.get("source") or got.source, got.fields, got.missing
     hold = set(opts.get("hold_out") or ())
     group_by = opts.get("group_by") or "image"
     units = {p: split_unit(p.stem, group_by) for p, _, _, _ in fields}
@@ -131,18 +164,29 @@ def _plan_fields(src: Path, bank: Bank, opts: dict, kind: str, source: str, fiel
         raise ValueError(f"--hold-out names no {group_by} of {src}: {', '.join(unknown[:5])}"
                          + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""))
     scale = _scale_for(bank, source, opts.get("rbc_diameter"),
-                       lambda: _box_scale(fields) or _measure_images([p for p, _, _, _ in fields]))
+                       lambda: box_scale(fields) or _measure_images([p for p, _, _, _ in fields]))
     info = SourceInfo(source, opts.get("licence") or LICENCES[kind], scale)
     tasks = [_skip(p, src, source, why) for p, why in missing]
     for p, _, boxes, notes in fields:
-        ids = [i for i, b in enumerate(boxes) if b[4] != NEIGHBOUR]
+        ids = [i for i, b in enumerate(boxes) if b[4] >= 0]
         if not ids:
             tasks.append(_skip(p, src, source, "fields without a box of a bank class"))
             continue
         tasks.append(_Task("boxes", str(p), _rel(p, src), source, f"{source}:{units[p]}", scale.diameter,
                            boxes=[tuple(int(round(v)) for v in b[:4]) + (int(b[4]),) for b in boxes], ids=ids,
                            notes={k: v for k, v in notes.items() if k}, split="test" if units[p] in hold else None))
-    return _Plan({source: info}, tasks)
+    plan = _Plan({source: info}, tasks)
+    if got.bad_rows:
+        plan.skipped["unparsable CSV rows"] += got.bad_rows
+    return plan
+
+
+def _plan_yolo(src: Path, bank: Bank, opts: dict) -> _Plan:
+    return _plan_fields(src, bank, opts, "yolo")
+
+
+def _plan_boxes_csv(src: Path, bank: Bank, opts: dict) -> _Plan:
+    return _plan_fields(src, bank, opts, "boxes-csv")
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -178,15 +222,14 @@ def _yolo_names(src: Path, given: Sequence[str] | None) -> list[str]:
                       "give them in order with --box-classes, e.g. --box-classes neutrophil,eosinophil,basophil")
 
 
-def _plan_yolo(src: Path, bank: Bank, opts: dict) -> _Plan:
+def _read_yolo(src: Path, box_classes: Sequence[str] | None) -> BoxFields:
     expected = "YOLO layout SRC/[<split>/]images/*.jpg + labels/<stem>.txt with lines 'class cx cy w h' (0-1)"
     _need_dir(src, expected)
     dirs = _yolo_dirs(src)
     if not dirs:
         raise LayoutError(f"expected {expected}; no images/ and labels/ folders in {src}")
-    names = _yolo_names(src, opts.get("box_classes"))
+    names = _yolo_names(src, box_classes)
     classes, why = _box_name_classes(names)
-    source = opts.get("source") or f"yolo:{src.resolve().name}"
     fields: list[_Field] = []
     missing: list[tuple[Path, str]] = []
     for img_dir, lab_dir in dirs:
@@ -216,7 +259,7 @@ def _plan_yolo(src: Path, bank: Bank, opts: dict) -> _Plan:
                 notes[why[c]] += 1
                 boxes.append(((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w, classes[c]))
             fields.append((img, shape, boxes, notes))
-    return _plan_fields(src, bank, opts, "yolo", source, fields, missing)
+    return BoxFields(f"yolo:{src.resolve().name}", fields, missing)
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -225,7 +268,7 @@ def _plan_yolo(src: Path, bank: Bank, opts: dict) -> _Plan:
 CSV_COLUMNS = ("image", "xmin", "ymin", "xmax", "ymax", "label")
 
 
-def _plan_boxes_csv(src: Path, bank: Bank, opts: dict) -> _Plan:
+def _read_boxes_csv(src: Path) -> BoxFields:
     expected = ("CSV box layout SRC/*.csv with columns image, xmin, ymin, xmax, ymax, label (pixels, or 0-1 "
                 "fractions of the image) + the images in SRC/images/ or SRC/")
     _need_dir(src, expected)
@@ -255,7 +298,6 @@ def _plan_boxes_csv(src: Path, bank: Bank, opts: dict) -> _Plan:
     classes, why = _box_name_classes(names)
     by_name = dict(zip(names, zip(classes, why)))
     fraction = all(v <= 1.0 for r in rows.values() for b, _ in r for v in b)  # all ≤ 1: fractions
-    source = opts.get("source") or f"boxes-csv:{src.resolve().name}"
     fields: list[_Field] = []
     missing: list[tuple[Path, str]] = []
     for name in sorted(rows, key=lambda s: (len(s), s)):
@@ -271,7 +313,4 @@ def _plan_boxes_csv(src: Path, bank: Bank, opts: dict) -> _Plan:
         notes = Counter(by_name[lab][1] for _, lab in rows[name])
         boxes = [(b[0] * sy, b[1] * sx, b[2] * sy, b[3] * sx, by_name[lab][0]) for b, lab in rows[name]]
         fields.append((img, shape, boxes, notes))
-    plan = _plan_fields(src, bank, opts, "boxes-csv", source, fields, missing)
-    if bad:
-        plan.skipped["unparsable CSV rows"] += bad
-    return plan
+    return BoxFields(f"boxes-csv:{src.resolve().name}", fields, missing, bad)

@@ -1,0 +1,93 @@
+"""Training pairs from a lab's own box annotations (``bloodseg pairs``): every field of a YOLO or
+CSV box set becomes (image, partial class map) at the training scale, the way the real-field
+benchmark's training pairs are made (:mod:`fieldlabels`): glass, RBC bodies and the WBC in each WBC
+box (its type, or 'some WBC' for a box without one) are labelled, pixels nobody can label from boxes
+are ignored. ``bloodseg train --init CKPT --data OUT --minutes M`` then fine-tunes on them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bank.importers.boxes import UNTYPED_WBC, BoxFormat, box_scale, read_box_fields
+from .bank.masks import kind_of
+from .bank.scale import ScaleEstimate, measure_rbc_diameter
+from .classes import IGNORE_INDEX
+from .io import read_image, write_png
+
+#: A field whose labelled pixels are fewer than this share gives no pair (nothing to learn from).
+MIN_LABELLED = 0.05
+
+
+@dataclass
+class PairsReport:
+    out: str
+    scale: ScaleEstimate
+    written: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)  # reason → fields
+
+    def summary(self) -> str:
+        lines = [f"wrote {len(self.written)} training pairs to {self.out} (images/ + masks/), "
+                 f"RBC diameter {self.scale.diameter:.1f} px ({self.scale.method})"]
+        lines += [f"  skipped {n}: {why}" for why, n in self.skipped.most_common()]
+        return "\n".join(lines)
+
+
+def _source_scale(fields, rbc_diameter: float | None) -> ScaleEstimate:
+    if rbc_diameter:
+        return ScaleEstimate(float(rbc_diameter), 0, "given")
+    est = box_scale(fields)
+    if est is not None:
+        return est
+    from .infer import prepare_image
+
+    step = max(1, len(fields) // 40)
+    return measure_rbc_diameter(prepare_image(read_image(p)) for p, _, _, _ in fields[::step])
+
+
+def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_classes: Sequence[str] | None = None,
+                    rbc_diameter: float | None = None, overwrite: bool = False,
+                    on_field: Callable[[int, int], None] | None = None) -> PairsReport:
+    """Write ``out/images/<stem>.png`` and ``out/masks/<stem>.png`` for each field of ``src``.
+
+    The RBC diameter: ``rbc_diameter`` if given, else the median of the RBC boxes (20 or more), else
+    measured from the images (ScaleError when it cannot be). Existing pairs are kept (and counted as
+    skipped) unless ``overwrite``. ``on_field(done, total)`` reports progress.
+    """
+    from .fieldlabels import field_pair
+    from .realfields import RealField
+
+    got = read_box_fields(fmt, src, box_classes)
+    scale = _source_scale(got.fields, rbc_diameter)
+    out = Path(out)
+    report = PairsReport(str(out), scale)
+    report.skipped.update(why for _, why in got.missing)
+    for i, (path, _, boxes, _) in enumerate(got.fields):
+        wbc = [(b[:4], None if b[4] == UNTYPED_WBC else int(b[4])) for b in boxes
+               if b[4] == UNTYPED_WBC or (b[4] >= 0 and kind_of(b[4]) == "wbc")]
+        stem = path.stem
+        img_out, mask_out = out / "images" / f"{stem}.png", out / "masks" / f"{stem}.png"
+        if not overwrite and (img_out.exists() or mask_out.exists()):
+            report.skipped["fields whose pair is already there (--overwrite replaces it)"] += 1
+        else:
+            f = RealField(got.source, stem, path, "", "train", wbc_boxes=[b for b, _ in wbc],
+                          wbc_types=[t for _, t in wbc], rbc_diameter=scale.diameter)
+            try:
+                rgb, mask = field_pair(f)
+            except Exception as e:  # noqa: BLE001 - one unreadable field must not stop the others
+                report.skipped[f"unreadable fields ({type(e).__name__})"] += 1
+            else:
+                if (mask != IGNORE_INDEX).mean() < MIN_LABELLED:
+                    report.skipped["fields with too little that boxes can label"] += 1
+                else:
+                    write_png(img_out, rgb, overwrite=True)
+                    write_png(mask_out, mask.astype(np.uint8), overwrite=True)
+                    report.written.append(stem)
+        if on_field is not None:
+            on_field(i + 1, len(got.fields))
+    return report
