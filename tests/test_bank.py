@@ -438,6 +438,34 @@ def test_yolo_import_needs_class_names_in_words(tmp_path):
         run_import("yolo", src, tmp_path / "bank", rbc_diameter=30)
 
 
+def test_touching_rbcs_in_tight_boxes_are_taken_by_their_boxes(tmp_path):
+    img, rng = _canvas(120, 200, seed=4)
+    pair = [(60, 70), (60, 94)]  # 24 px apart at 30 px diameter: they overlap
+    for r, c in pair:
+        _rbc(img, r, c)
+    _rbc(img, 60, 160)  # alone
+    rgb = _finish(img, rng)
+    boxes = [_rbc_box(r, c) for r, c in pair + [(60, 160)]]
+    src = tmp_path / "set"
+    _write(src / "images" / "f.png", rgb)
+    (src / "labels").mkdir()
+    (src / "labels" / "f.txt").write_text("\n".join(_yolo_line(0, b, rgb.shape[:2]) for b in boxes) + "\n")
+    rep = run_import("yolo", src, tmp_path / "bank", rbc_diameter=30, box_classes=["RBC"])
+    assert rep.added[BloodClass.HEALTHY_RBC] == 3, rep.summary()
+    areas = sorted(int((s.load_rgba()[..., 3] > 0).sum()) for s in Bank.open(tmp_path / "bank").samples())
+    disc = np.pi * 15**2 * (36 / 30) ** 2
+    assert all(0.75 * disc < a < 1.25 * disc for a in areas), areas
+    # the same cells from loose (VOC) boxes: the pair is several cells, not guessed from its boxes
+    voc = tmp_path / "voc"
+    _write(voc / "JPEGImages" / "f.jpg", rgb, quality=95)
+    (voc / "Annotations").mkdir()
+    objs = "".join(f"<object><name>RBC</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+                   f"<ymax>{y1}</ymax></bndbox></object>" for y0, x0, y1, x1 in boxes)
+    (voc / "Annotations" / "f.xml").write_text(f"<annotation>{objs}</annotation>")
+    rep = run_import("voc", voc, tmp_path / "bank2", rbc_diameter=30)
+    assert rep.added[BloodClass.HEALTHY_RBC] == 1 and rep.rejected[RejectReason.SEVERAL.value] == 2
+
+
 def test_boxes_csv_import_takes_the_scale_from_the_rbc_boxes(tmp_path):
     src = tmp_path / "bcd"
     img, rng = _canvas(300, 300, seed=3)

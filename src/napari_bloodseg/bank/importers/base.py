@@ -151,6 +151,7 @@ class _Task:
     note: str | None = None  # kind 'skip': why this file gives nothing
     notes: dict[str, int] | None = None  # annotations of this file not used, by reason
     split: str | None = None  # None: the hash of the group; 'test' for a group held out
+    tight_boxes: bool = False  # boxes drawn tight round each cell: an RBC among touching ones is its box's disc
 
 
 @dataclass

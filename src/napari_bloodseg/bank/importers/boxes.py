@@ -3,7 +3,10 @@ e.g. Roboflow exports, wbc_rpi, pig_wbc) and one CSV of boxes (``boxes-csv``, e.
 
 Each box whose name is a bank class becomes a sample: the bank's own mask extraction inside the box
 (RBCs: the segmented cell at the box centre; WBCs: the leukocyte in the box widened by a third of an
-RBC; platelets: the purple object in it); every other box is only a neighbour. Box names: the class
+RBC; platelets: the purple object in it); every other box is only a neighbour. Detection boxes are
+drawn tight, so an RBC among touching cells that the segmentation cannot tell apart is taken as the
+cell pixels in the disc its box draws (a roundish box clear of the frame that no other RBC box
+overlaps; bcd_draaslan's crowded fields: 8 RBCs of 2,236 boxes without this, 488 with it). Box names: the class
 table's names (any case, ``_``/``-`` for spaces, plurals) and the usual aliases (RBC, red blood cell,
 erythrocyte → healthy RBC; platelet, PLT → thrombocyte). A WBC box without a type (WBC, white blood
 cell, leukocyte) gives no sample: the bank needs a type.
@@ -174,7 +177,8 @@ def _plan_fields(src: Path, bank: Bank, opts: dict, kind: BoxFormat) -> _Plan:
             continue
         tasks.append(_Task("boxes", str(p), _rel(p, src), source, f"{source}:{units[p]}", scale.diameter,
                            boxes=[tuple(int(round(v)) for v in b[:4]) + (int(b[4]),) for b in boxes], ids=ids,
-                           notes={k: v for k, v in notes.items() if k}, split="test" if units[p] in hold else None))
+                           notes={k: v for k, v in notes.items() if k}, split="test" if units[p] in hold else None,
+                           tight_boxes=True))
     plan = _Plan({source: info}, tasks)
     if got.bad_rows:
         plan.skipped["unparsable CSV rows"] += got.bad_rows
