@@ -552,6 +552,14 @@ def test_pairs_from_boxes_label_each_wbc_with_its_box_type(tmp_path, capsys):
     assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "pairs"), "--rbc-diameter", "30", "-q"]) == 0
     out = capsys.readouterr().out
     assert "wrote 0 training pairs" in out and "skipped 3: fields whose pair is already there" in out
+    # in worker processes: the same pairs
+    assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "p3"), "--rbc-diameter", "30", "--jobs", "2",
+                     "-q"]) == 0
+    assert "wrote 3 training pairs" in capsys.readouterr().out
+    for name in ("typed", "untyped", "rbcs"):
+        for sub in ("images", "masks"):
+            assert np.array_equal(iio.imread(tmp_path / "p3" / sub / f"{name}.png"),
+                                  iio.imread(tmp_path / "pairs" / sub / f"{name}.png"))
     assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "p2"), "--box-classes", "ghost"]) == 2
     assert "'ghost' is no blood cell class" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .bank.masks import kind_of
 from .bank.scale import ScaleEstimate, measure_rbc_diameter
 from .classes import IGNORE_INDEX
 from .io import read_image, write_png
+from .realfields import RealField
 
 #: A field whose labelled pixels are fewer than this share gives no pair (nothing to learn from).
 MIN_LABELLED = 0.05
@@ -50,44 +52,62 @@ def _source_scale(fields, rbc_diameter: float | None) -> ScaleEstimate:
     return measure_rbc_diameter(prepare_image(read_image(p)) for p, _, _, _ in fields[::step])
 
 
+def _one_pair(job: tuple[RealField, Path, Path]) -> tuple[str, str | None]:
+    """Write one field's pair; (stem, None) or (stem, why it gives none). Runs in a worker."""
+    from .fieldlabels import field_pair
+
+    f, img_out, mask_out = job
+    try:
+        rgb, mask = field_pair(f)
+    except Exception as e:  # noqa: BLE001 - one unreadable field must not stop the others
+        return f.name, f"unreadable fields ({type(e).__name__})"
+    if (mask != IGNORE_INDEX).mean() < MIN_LABELLED:
+        return f.name, "fields with too little that boxes can label"
+    write_png(img_out, rgb, overwrite=True)
+    write_png(mask_out, mask.astype(np.uint8), overwrite=True)
+    return f.name, None
+
+
 def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_classes: Sequence[str] | None = None,
-                    rbc_diameter: float | None = None, overwrite: bool = False,
+                    rbc_diameter: float | None = None, overwrite: bool = False, jobs: int = 1,
                     on_field: Callable[[int, int], None] | None = None) -> PairsReport:
     """Write ``out/images/<stem>.png`` and ``out/masks/<stem>.png`` for each field of ``src``.
 
     The RBC diameter: ``rbc_diameter`` if given, else the median of the RBC boxes (20 or more), else
     measured from the images (ScaleError when it cannot be). Existing pairs are kept (and counted as
-    skipped) unless ``overwrite``. ``on_field(done, total)`` reports progress.
+    skipped) unless ``overwrite``. ``jobs``: worker processes. ``on_field(done, total)`` reports
+    progress.
     """
-    from .fieldlabels import field_pair
-    from .realfields import RealField
-
     got = read_box_fields(fmt, src, box_classes)
     scale = _source_scale(got.fields, rbc_diameter)
     out = Path(out)
     report = PairsReport(str(out), scale)
     report.skipped.update(why for _, why in got.missing)
-    for i, (path, _, boxes, _) in enumerate(got.fields):
-        wbc = [(b[:4], None if b[4] == UNTYPED_WBC else int(b[4])) for b in boxes
-               if b[4] == UNTYPED_WBC or (b[4] >= 0 and kind_of(b[4]) == "wbc")]
-        stem = path.stem
-        img_out, mask_out = out / "images" / f"{stem}.png", out / "masks" / f"{stem}.png"
+    todo = []
+    for path, _, boxes, _ in got.fields:
+        img_out, mask_out = out / "images" / f"{path.stem}.png", out / "masks" / f"{path.stem}.png"
         if not overwrite and (img_out.exists() or mask_out.exists()):
             report.skipped["fields whose pair is already there (--overwrite replaces it)"] += 1
-        else:
-            f = RealField(got.source, stem, path, "", "train", wbc_boxes=[b for b, _ in wbc],
-                          wbc_types=[t for _, t in wbc], rbc_diameter=scale.diameter)
-            try:
-                rgb, mask = field_pair(f)
-            except Exception as e:  # noqa: BLE001 - one unreadable field must not stop the others
-                report.skipped[f"unreadable fields ({type(e).__name__})"] += 1
+            continue
+        wbc = [(b[:4], None if b[4] == UNTYPED_WBC else int(b[4])) for b in boxes
+               if b[4] == UNTYPED_WBC or (b[4] >= 0 and kind_of(b[4]) == "wbc")]
+        f = RealField(got.source, path.stem, path, "", "train", wbc_boxes=[b for b, _ in wbc],
+                      wbc_types=[t for _, t in wbc], rbc_diameter=scale.diameter)
+        todo.append((f, img_out, mask_out))
+    if jobs > 1 and len(todo) > 1:
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        results = pool.map(_one_pair, todo, chunksize=max(1, min(8, len(todo) // (4 * jobs))))
+    else:
+        pool, results = None, map(_one_pair, todo)
+    try:
+        for i, (stem, why) in enumerate(results):
+            if why is None:
+                report.written.append(stem)
             else:
-                if (mask != IGNORE_INDEX).mean() < MIN_LABELLED:
-                    report.skipped["fields with too little that boxes can label"] += 1
-                else:
-                    write_png(img_out, rgb, overwrite=True)
-                    write_png(mask_out, mask.astype(np.uint8), overwrite=True)
-                    report.written.append(stem)
-        if on_field is not None:
-            on_field(i + 1, len(got.fields))
+                report.skipped[why] += 1
+            if on_field is not None:
+                on_field(i + 1, len(todo))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return report

@@ -6,10 +6,11 @@ Imported by cli/__init__.py for every command, so it imports nothing heavy at mo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .argtypes import positive_float
+from .argtypes import positive_float, positive_int
 from .bank import _names
 
 
@@ -28,7 +29,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     try:
         report = write_box_pairs(args.format, args.src, args.out, box_classes=args.box_classes,
-                                 rbc_diameter=args.rbc_diameter, overwrite=args.overwrite, on_field=on_field)
+                                 rbc_diameter=args.rbc_diameter, overwrite=args.overwrite, jobs=args.jobs,
+                                 on_field=on_field)
     except (LayoutError, ScaleError, ValueError) as e:
         print(f"bloodseg pairs: error: {e}", file=sys.stderr)
         return 2
@@ -60,6 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="healthy RBC diameter in the images, px (default: the median of the RBC boxes when there are "
                    "20 or more, else measured from the images)")
     p.add_argument("--overwrite", action="store_true", help="replace pairs already in --out (default: keep them)")
+    p.add_argument("--jobs", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
+                   help="worker processes (default: CPU count, at most 4: %(default)s here)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pairs)
     return p
