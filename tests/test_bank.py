@@ -388,7 +388,10 @@ def test_yolo_import_types_wbcs_holds_out_slides_and_names_what_it_left(tmp_path
         img[_disk(img.shape[:2], 80, 180, 5)] = NUC
         _write(src / sub / "images" / f"{name}.png", img.astype(np.uint8))
         box_lines = [_yolo_line(1, _rbc_box(r, cc), rgb.shape[:2]) for r, cc in centres[:3]]
-        box_lines += [_yolo_line(3, (72, 172, 88, 188), rgb.shape[:2]), _yolo_line(2, (0, 0, 10, 10), rgb.shape[:2])]
+        h, w = rgb.shape[:2]
+        platelet = (_yolo_line(3, (72, 172, 88, 188), (h, w)) if seed else  # the same box as a polygon (YOLO segmentation)
+                    "3 " + " ".join(f"{x / w:.6f} {y / h:.6f}" for y, x in ((72, 180), (80, 188), (88, 180), (80, 172))))
+        box_lines += [platelet, _yolo_line(2, (0, 0, 10, 10), (h, w))]
         (src / sub / "labels").mkdir(parents=True, exist_ok=True)
         (src / sub / "labels" / f"{name}.txt").write_text("\n".join(box_lines + ["7 0.5 0.5 0.1 0.1", "x y"]) + "\n")
     (src / "train" / "labels" / "S-1_0001.txt").write_text("\n".join(lines) + "\n")
@@ -483,7 +486,7 @@ def test_boxes_csv_import_takes_the_scale_from_the_rbc_boxes(tmp_path):
     assert scale.method == "median of the RBC boxes" and scale.diameter == pytest.approx(31)
     assert rep.added[BloodClass.HEALTHY_RBC] >= 20
     assert rep.skipped["WBC boxes without a type (the bank needs one)"] == 1
-    assert rep.skipped["CSV rows naming no image file"] == 1 and rep.skipped["unparsable CSV rows"] == 1
+    assert rep.skipped["images named in the CSV but not found"] == 1 and rep.skipped["unparsable CSV rows"] == 1
     # the same boxes as fractions of the image
     frac = tmp_path / "frac"
     _write(frac / "images" / "image-1.png", _finish(img, rng))

@@ -227,7 +227,8 @@ def _yolo_names(src: Path, given: Sequence[str] | None) -> list[str]:
 
 
 def _read_yolo(src: Path, box_classes: Sequence[str] | None) -> BoxFields:
-    expected = "YOLO layout SRC/[<split>/]images/*.jpg + labels/<stem>.txt with lines 'class cx cy w h' (0-1)"
+    expected = ("YOLO layout SRC/[<split>/]images/*.jpg + labels/<stem>.txt with lines 'class cx cy w h' (0-1; "
+                "polygon lines 'class x1 y1 x2 y2 ...' give their bounding box)")
     _need_dir(src, expected)
     dirs = _yolo_dirs(src)
     if not dirs:
@@ -248,12 +249,16 @@ def _read_yolo(src: Path, box_classes: Sequence[str] | None) -> BoxFields:
                 continue
             h, w = shape
             boxes, notes = [], Counter()
-            for line in txt.read_text().splitlines():
+            for line in txt.read_text(errors="replace").splitlines():
                 parts = line.split()
                 if not parts:
                     continue
                 try:
-                    c, cx, cy, bw, bh = int(float(parts[0])), *(float(v) for v in parts[1:5])
+                    c, nums = int(float(parts[0])), [float(v) for v in parts[1:]]
+                    if len(nums) > 4 and len(nums) % 2 == 0:  # a polygon (YOLO segmentation): its bounding box
+                        xs, ys = nums[0::2], nums[1::2]
+                        nums = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
+                    cx, cy, bw, bh = nums
                 except (ValueError, TypeError):
                     notes["unparsable label lines"] += 1
                     continue
@@ -307,7 +312,7 @@ def _read_boxes_csv(src: Path) -> BoxFields:
     for name in sorted(rows, key=lambda s: (len(s), s)):
         img = img_dir / name
         if not img.is_file() or img.suffix.lower() not in IMAGE_EXTS:
-            missing.append((img, "CSV rows naming no image file"))
+            missing.append((img, "images named in the CSV but not found"))
             continue
         shape = _image_shape(img)
         if shape is None:
