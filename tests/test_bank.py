@@ -432,6 +432,9 @@ def test_yolo_import_needs_class_names_in_words(tmp_path):
         run_import("yolo", src, tmp_path / "bank", rbc_diameter=30)
     with pytest.raises(ValueError, match="'ghost' is no blood cell class"):
         run_import("yolo", src, tmp_path / "bank", rbc_diameter=30, box_classes=["ghost"])
+    rep = run_import("yolo", src, tmp_path / "bank", rbc_diameter=30, box_classes=["WBC"])
+    assert rep.n_added == 0 and rep.skipped["fields without a box of a bank class"] == 1
+    assert rep.skipped["WBC boxes without a type (the bank needs one)"] == 1  # said even when the field gives nothing
     (src / "classes.txt").write_text("red blood cells\n")
     assert run_import("yolo", src, tmp_path / "bank", rbc_diameter=30).added[BloodClass.HEALTHY_RBC] == 1
     with pytest.raises(ValueError, match="only for the yolo"):

@@ -173,7 +173,9 @@ def _plan_fields(src: Path, bank: Bank, opts: dict, kind: BoxFormat) -> _Plan:
     for p, _, boxes, notes in fields:
         ids = [i for i, b in enumerate(boxes) if b[4] >= 0]
         if not ids:
-            tasks.append(_skip(p, src, source, "fields without a box of a bank class"))
+            skip = _skip(p, src, source, "fields without a box of a bank class")
+            skip.notes = {k: v for k, v in notes.items() if k}  # what their boxes were
+            tasks.append(skip)
             continue
         tasks.append(_Task("boxes", str(p), _rel(p, src), source, f"{source}:{units[p]}", scale.diameter,
                            boxes=[tuple(int(round(v)) for v in b[:4]) + (int(b[4]),) for b in boxes], ids=ids,
