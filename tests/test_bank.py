@@ -566,6 +566,13 @@ def test_pairs_from_boxes_label_each_wbc_with_its_box_type(tmp_path, capsys):
         for sub in ("images", "masks"):
             assert np.array_equal(iio.imread(tmp_path / "p3" / sub / f"{name}.png"),
                                   iio.imread(tmp_path / "pairs" / sub / f"{name}.png"))
+    # a field held out: val/, which a fine-tune scores itself on
+    rep = write_box_pairs("yolo", src, tmp_path / "split", rbc_diameter=30, hold_out=["rbcs"])
+    assert sorted(rep.held_out) == ["rbcs"] and "train/ 2, val/ 1 (held out)" in rep.summary()
+    train, val = find_pairs(tmp_path / "split")
+    assert sorted(p.stem for p, _ in train) == ["typed", "untyped"] and [p.stem for p, _ in val] == ["rbcs"]
+    with pytest.raises(ValueError, match="--hold-out names no image"):
+        write_box_pairs("yolo", src, tmp_path / "split2", rbc_diameter=30, hold_out=["nope"])
     assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "p2"), "--box-classes", "ghost"]) == 2
     assert "'ghost' is no blood cell class" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bank.importers.boxes import UNTYPED_WBC, BoxFormat, box_scale, read_box_fields
+from .bank.importers.boxes import UNTYPED_WBC, BoxFormat, box_scale, read_box_fields, split_units
 from .bank.masks import kind_of
 from .bank.scale import ScaleEstimate, measure_rbc_diameter
 from .classes import IGNORE_INDEX
@@ -31,10 +31,13 @@ class PairsReport:
     out: str
     scale: ScaleEstimate
     written: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)  # of written, those in val/
     skipped: Counter = field(default_factory=Counter)  # reason → fields
 
     def summary(self) -> str:
-        lines = [f"wrote {len(self.written)} training pairs to {self.out} (images/ + masks/), "
+        where = (f"train/ {len(self.written) - len(self.held_out)}, val/ {len(self.held_out)} (held out)"
+                 if self.held_out else "images/ + masks/")
+        lines = [f"wrote {len(self.written)} training pairs to {self.out} ({where}), "
                  f"RBC diameter {self.scale.diameter:.1f} px ({self.scale.method})"]
         lines += [f"  skipped {n}: {why}" for why, n in self.skipped.most_common()]
         return "\n".join(lines)
@@ -52,11 +55,11 @@ def _source_scale(fields, rbc_diameter: float | None) -> ScaleEstimate:
     return measure_rbc_diameter(prepare_image(read_image(p)) for p, _, _, _ in fields[::step])
 
 
-def _one_pair(job: tuple[RealField, Path, Path]) -> tuple[str, str | None]:
+def _one_pair(job: tuple[RealField, Path, Path, bool]) -> tuple[str, str | None]:
     """Write one field's pair; (stem, None) or (stem, why it gives none). Runs in a worker."""
     from .fieldlabels import field_pair
 
-    f, img_out, mask_out = job
+    f, img_out, mask_out, _ = job
     try:
         rgb, mask = field_pair(f)
     except Exception as e:  # noqa: BLE001 - one unreadable field must not stop the others
@@ -70,8 +73,12 @@ def _one_pair(job: tuple[RealField, Path, Path]) -> tuple[str, str | None]:
 
 def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_classes: Sequence[str] | None = None,
                     rbc_diameter: float | None = None, overwrite: bool = False, jobs: int = 1,
+                    hold_out: Sequence[str] = (), group_by: str = "image",
                     on_field: Callable[[int, int], None] | None = None) -> PairsReport:
-    """Write ``out/images/<stem>.png`` and ``out/masks/<stem>.png`` for each field of ``src``.
+    """Write ``out/images/<stem>.png`` and ``out/masks/<stem>.png`` for each field of ``src``; with
+    ``hold_out`` (images, or slides with ``group_by='slide'``, as the bank import counts them) those
+    fields go to ``out/val/`` and the others to ``out/train/``, so a fine-tune scores itself on
+    slides it never learned (:func:`napari_bloodseg.finetune.find_pairs`).
 
     The RBC diameter: ``rbc_diameter`` if given, else the median of the RBC boxes (20 or more), else
     measured from the images (ScaleError when it cannot be). Existing pairs are kept (and counted as
@@ -79,13 +86,16 @@ def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_cla
     progress.
     """
     got = read_box_fields(fmt, src, box_classes)
+    hold = set(hold_out)
+    units = split_units(got.fields, group_by, hold, Path(src))
     scale = _source_scale(got.fields, rbc_diameter)
     out = Path(out)
     report = PairsReport(str(out), scale)
     report.skipped.update(why for _, why in got.missing)
     todo = []
     for path, _, boxes, _ in got.fields:
-        img_out, mask_out = out / "images" / f"{path.stem}.png", out / "masks" / f"{path.stem}.png"
+        where = out if not hold else out / ("val" if units[path] in hold else "train")
+        img_out, mask_out = where / "images" / f"{path.stem}.png", where / "masks" / f"{path.stem}.png"
         if not overwrite and (img_out.exists() or mask_out.exists()):
             report.skipped["fields whose pair is already there (--overwrite replaces it)"] += 1
             continue
@@ -93,16 +103,18 @@ def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_cla
                if b[4] == UNTYPED_WBC or (b[4] >= 0 and kind_of(b[4]) == "wbc")]
         f = RealField(got.source, path.stem, path, "", "train", wbc_boxes=[b for b, _ in wbc],
                       wbc_types=[t for _, t in wbc], rbc_diameter=scale.diameter)
-        todo.append((f, img_out, mask_out))
+        todo.append((f, img_out, mask_out, units[path] in hold))
     if jobs > 1 and len(todo) > 1:
         pool = ProcessPoolExecutor(max_workers=jobs)
         results = pool.map(_one_pair, todo, chunksize=max(1, min(8, len(todo) // (4 * jobs))))
     else:
         pool, results = None, map(_one_pair, todo)
     try:
-        for i, (stem, why) in enumerate(results):
+        for i, ((stem, why), job) in enumerate(zip(results, todo)):
             if why is None:
                 report.written.append(stem)
+                if job[3]:
+                    report.held_out.append(stem)
             else:
                 report.skipped[why] += 1
             if on_field is not None:

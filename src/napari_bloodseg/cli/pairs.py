@@ -30,7 +30,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     try:
         report = write_box_pairs(args.format, args.src, args.out, box_classes=args.box_classes,
                                  rbc_diameter=args.rbc_diameter, overwrite=args.overwrite, jobs=args.jobs,
-                                 on_field=on_field)
+                                 hold_out=args.hold_out or (), group_by=args.group_by, on_field=on_field)
     except (LayoutError, ScaleError, ValueError) as e:
         print(f"bloodseg pairs: error: {e}", file=sys.stderr)
         return 2
@@ -40,7 +40,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     if report.written:
         print(f"fine-tune on them: bloodseg train --data {args.out} --out RUN --minutes 5 "
               "(starts from the shipped model; --init CKPT for another)")
-    have_pairs = any((Path(args.out) / "masks").glob("*.png"))
+    have_pairs = any(Path(args.out).glob("**/masks/*.png"))
     return 0 if have_pairs else 1  # 1: nothing to fine-tune on
 
 
@@ -61,6 +61,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy RBC diameter in the images, px (default: the median of the RBC boxes when there are "
                    "20 or more, else measured from the images)")
+    p.add_argument("--group-by", choices=("image", "slide"), default="image",
+                   help="what --hold-out names: images, or slides (the file name up to a trailing _<number>: "
+                   "B-30_0047 is slide B-30) (default: %(default)s)")
+    p.add_argument("--hold-out", type=_names, default=None, metavar="NAMES",
+                   help="images or slides, comma separated, written to OUT/val/ (the others to OUT/train/): a "
+                   "fine-tune on OUT scores itself before and after on them, fields it never learned")
     p.add_argument("--overwrite", action="store_true", help="replace pairs already in --out (default: keep them)")
     p.add_argument("--jobs", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
                    help="worker processes (default: CPU count, at most 4: %(default)s here)")

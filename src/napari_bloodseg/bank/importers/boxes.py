@@ -106,6 +106,16 @@ def split_unit(stem: str, group_by: str) -> str:
     return stem
 
 
+def split_units(fields: list[_Field], group_by: str, hold: set[str], src: Path) -> dict[Path, str]:
+    """Each field's split unit (:func:`split_unit`); ValueError when ``hold`` names one no field has."""
+    units = {p: split_unit(p.stem, group_by) for p, _, _, _ in fields}
+    unknown = sorted(hold - set(units.values()))
+    if unknown:
+        raise ValueError(f"--hold-out names no {group_by} of {src}: {', '.join(unknown[:5])}"
+                         + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""))
+    return units
+
+
 def _image_shape(path: Path) -> tuple[int, int] | None:
     """(height, width) from the file's header; None when it cannot be read."""
     from PIL import Image
@@ -160,12 +170,7 @@ def _plan_fields(src: Path, bank: Bank, opts: dict, kind: BoxFormat) -> _Plan:
     got = read_box_fields(kind, src, opts.get("box_classes"))
     source, fields, missing = opts.get("source") or got.source, got.fields, got.missing
     hold = set(opts.get("hold_out") or ())
-    group_by = opts.get("group_by") or "image"
-    units = {p: split_unit(p.stem, group_by) for p, _, _, _ in fields}
-    unknown = sorted(hold - set(units.values()))
-    if unknown:
-        raise ValueError(f"--hold-out names no {group_by} of {src}: {', '.join(unknown[:5])}"
-                         + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""))
+    units = split_units(fields, opts.get("group_by") or "image", hold, src)
     scale = _scale_for(bank, source, opts.get("rbc_diameter"),
                        lambda: box_scale(fields) or _measure_images([p for p, _, _, _ in fields]))
     info = SourceInfo(source, opts.get("licence") or LICENCES[kind], scale)
