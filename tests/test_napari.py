@@ -200,6 +200,37 @@ def test_reader_opens_a_synthesized_set(tmp_path):
     assert np.asarray(labels).shape[0] == 3 and np.asarray(labels).max() <= 9
 
 
+def test_a_yolo_label_file_opens_with_its_image_and_boxes_in_class_colours(make_napari_viewer, tmp_path):
+    import imageio.v3 as iio
+
+    from napari_bloodseg.classes import CLASS_COLORS, BloodClass
+    from napari_bloodseg.render import render_smear
+
+    s = render_smear((120, 160), seed=2)
+    (tmp_path / "set" / "train" / "images").mkdir(parents=True)
+    (tmp_path / "set" / "train" / "labels").mkdir()
+    iio.imwrite(tmp_path / "set" / "train" / "images" / "f_001.jpg", s.image, quality=95)
+    (tmp_path / "set" / "data.yaml").write_text("names: {0: Lymphocyte, 1: RBC, 2: WBC}\n")
+    # a lymphocyte box (x 40-80, y 30-90 of 160x120), an RBC polygon, a WBC without type, an id beyond the names
+    (tmp_path / "set" / "train" / "labels" / "f_001.txt").write_text(
+        "0 0.375 0.5 0.25 0.5\n1 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n2 0.8 0.8 0.1 0.1\n5 0.5 0.5 0.1 0.1\nbad line\n")
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "set" / "train" / "labels" / "f_001.txt"), plugin="napari-bloodseg")
+    image, boxes = layers
+    assert image.rgb and image.data.shape == (120, 160, 3) and image.name == "f_001"
+    assert list(boxes.features["class"]) == ["Lymphocyte", "RBC", "WBC", "class 5"]
+    assert np.allclose(boxes.data[0].min(0), (30, 40)) and np.allclose(boxes.data[0].max(0), (90, 80))
+    assert np.allclose(boxes.data[1].min(0), (12, 16)) and np.allclose(boxes.data[1].max(0), (24, 32))
+    assert np.allclose(boxes.edge_color[0][:3], CLASS_COLORS[BloodClass.LYMPHOCYTE] / 255)
+    assert np.allclose(boxes.edge_color[1][:3], CLASS_COLORS[BloodClass.HEALTHY_RBC] / 255)
+    assert np.allclose(boxes.edge_color[2][:3], 200 / 255)  # a WBC without a type: grey
+    # a text file elsewhere is not claimed
+    from napari_bloodseg._reader import napari_get_reader
+
+    (tmp_path / "notes.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+
+
 def test_training_pair_writer_via_napari(make_napari_viewer, tmp_path):
     import imageio.v3 as iio
 

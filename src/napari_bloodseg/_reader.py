@@ -1,4 +1,5 @@
-"""npe2 reader: our class masks, colour-coded maps (ours and the reference work's), sample banks."""
+"""npe2 reader: our class masks, colour-coded maps (ours and the reference work's), sample banks,
+synthesized sets, and a YOLO label file (``labels/<stem>.txt``) with its image and boxes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def napari_get_reader(path):
         if is_synth_set(p):
             return lambda _p: read_synth_set(str(p))
         return (lambda _p: read_bank_gallery(str(p))) if is_bank(p) else None
+    if p.suffix.lower() == ".txt" and p.is_file() and _yolo_image(p) is not None:
+        return lambda _p: read_yolo_field(p)
     if p.suffix.lower() != ".png" or not p.is_file():
         return None
     try:
@@ -54,3 +57,51 @@ def napari_get_reader(path):
     if _is_color_map(arr):
         return lambda _p: [(decode_color_map(arr), labels_layer_kwargs(p.stem), "labels")]
     return None
+
+
+def _yolo_image(txt: Path) -> Path | None:
+    """The image a YOLO label file ``<set>/[<split>/]labels/<stem>.txt`` belongs to, or None."""
+    from .bank.importers.base import IMAGE_EXTS
+
+    if txt.parent.name.lower() != "labels":
+        return None
+    images = txt.parent.parent / "images"
+    for ext in IMAGE_EXTS:
+        for cand in (images / f"{txt.stem}{ext}", images / f"{txt.stem}{ext.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def read_yolo_field(txt: Path) -> list:
+    """[image layer, shapes layer of its boxes]: each box in its class's colour, named; class names
+    from the set's data.yaml or classes.txt (else 'class <id>'); names that are no class in grey."""
+    from .bank.importers.boxes import box_class, yolo_boxes, yolo_class_names
+    from .classes import CLASS_COLORS
+    from .infer import prepare_image
+    from .io import read_image
+
+    img_path = _yolo_image(txt)
+    rgb = prepare_image(read_image(img_path))
+    names = yolo_class_names(txt.parent.parent) or yolo_class_names(txt.parent.parent.parent) or []
+    ids = [int(ln.split()[0]) for ln in txt.read_text(errors="replace").splitlines()
+           if ln.split() and ln.split()[0].lstrip("-").isdigit()]
+    n = max([len(names), *(i + 1 for i in ids)])
+    names = list(names) + [f"class {i}" for i in range(len(names), n)]
+    boxes, _ = yolo_boxes(txt, rgb.shape[:2], list(range(n)))
+    rects, labels, colours = [], [], []
+    for r0, c0, r1, c1, k in boxes:
+        rects.append(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]))
+        labels.append(names[k])
+        try:
+            cls = box_class(names[k])
+        except ValueError:
+            cls = None
+        colour = CLASS_COLORS[cls] if cls is not None else (200, 200, 200)  # WBC without a type, unknown: grey
+        colours.append(np.array([*colour, 255]) / 255)
+    kw = {"name": f"{txt.stem} boxes", "shape_type": "rectangle", "edge_width": max(2.0, rgb.shape[0] / 200),
+          "edge_color": np.array(colours) if colours else "white", "face_color": "transparent",
+          "features": {"class": np.array(labels, dtype=object)},
+          "text": {"string": "{class}", "color": "white", "size": 9, "anchor": "upper_left"},
+          "metadata": {"bloodseg": {"kind": "annotation boxes", "source": str(txt)}}}
+    return [(rgb, {"name": img_path.stem}, "image"), (rects, kw, "shapes")]

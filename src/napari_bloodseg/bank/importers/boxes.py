@@ -233,6 +233,42 @@ def _yolo_names(src: Path, given: Sequence[str] | None) -> list[str]:
                       "give them in order with --box-classes, e.g. --box-classes neutrophil,eosinophil,basophil")
 
 
+def yolo_boxes(txt: Path, shape: tuple[int, int], classes: Sequence[int], why: Sequence[str] = ()
+               ) -> tuple[list[tuple[float, float, float, float, int]], Counter]:
+    """The boxes of one YOLO label file in px (row0, col0, row1, col1, class of the id) for an image of
+    ``shape``, and the reasons for lines that give none (``why[id]`` counted per box when given)."""
+    h, w = shape
+    boxes, notes = [], Counter()
+    for line in txt.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            c, nums = int(float(parts[0])), [float(v) for v in parts[1:]]
+            if len(nums) > 4 and len(nums) % 2 == 0:  # a polygon (YOLO segmentation): its bounding box
+                xs, ys = nums[0::2], nums[1::2]
+                nums = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
+            cx, cy, bw, bh = nums
+        except (ValueError, TypeError):
+            notes["unparsable label lines"] += 1
+            continue
+        if not 0 <= c < len(classes):
+            notes[f"boxes of class ids beyond the {len(classes)} names"] += 1
+            continue
+        if why:
+            notes[why[c]] += 1
+        boxes.append(((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w, classes[c]))
+    return boxes, notes
+
+
+def yolo_class_names(src: Path) -> list[str] | None:
+    """The class names a YOLO set's folder gives (data.yaml, classes.txt), or None."""
+    try:
+        return _yolo_names(src, None)
+    except LayoutError:
+        return None
+
+
 def _read_yolo(src: Path, box_classes: Sequence[str] | None) -> BoxFields:
     expected = ("YOLO layout SRC/[<split>/]images/*.jpg + labels/<stem>.txt with lines 'class cx cy w h' (0-1; "
                 "polygon lines 'class x1 y1 x2 y2 ...' give their bounding box)")
@@ -254,26 +290,7 @@ def _read_yolo(src: Path, box_classes: Sequence[str] | None) -> BoxFields:
             if shape is None:
                 missing.append((img, "unreadable images"))
                 continue
-            h, w = shape
-            boxes, notes = [], Counter()
-            for line in txt.read_text(errors="replace").splitlines():
-                parts = line.split()
-                if not parts:
-                    continue
-                try:
-                    c, nums = int(float(parts[0])), [float(v) for v in parts[1:]]
-                    if len(nums) > 4 and len(nums) % 2 == 0:  # a polygon (YOLO segmentation): its bounding box
-                        xs, ys = nums[0::2], nums[1::2]
-                        nums = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
-                    cx, cy, bw, bh = nums
-                except (ValueError, TypeError):
-                    notes["unparsable label lines"] += 1
-                    continue
-                if not 0 <= c < len(names):
-                    notes[f"boxes of class ids beyond the {len(names)} names"] += 1
-                    continue
-                notes[why[c]] += 1
-                boxes.append(((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w, classes[c]))
+            boxes, notes = yolo_boxes(txt, shape, classes, why)
             fields.append((img, shape, boxes, notes))
     return BoxFields(f"yolo:{src.resolve().name}", fields, missing)
 
