@@ -16,19 +16,12 @@ import os
 import sys
 
 from ..bank.importers import FORMAT_NAMES
-from .argtypes import positive_float, positive_int
+from .argtypes import add_box_set_options, positive_float, positive_int
 
 
 def _err(msg: str) -> int:
     print(f"bloodseg bank: error: {msg}", file=sys.stderr)
     return 2
-
-
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated names, e.g. neutrophil,lymphocyte")
-    return names
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -124,15 +117,8 @@ def add_parser(subparsers) -> None:
     s.add_argument("--licence", default=None, help="licence recorded for the samples (default: the format's)")
     s.add_argument("--source", default=None,
                    help="source name recorded, folder, yolo and boxes-csv formats (default: FORMAT:<name of SRC>)")
-    s.add_argument("--box-classes", type=_names, default=None, metavar="NAMES",
-                   help="yolo: the class of each YOLO id 0, 1, ... in order, comma separated, e.g. "
-                   "neutrophil,eosinophil,basophil,lymphocyte,monocyte (default: data.yaml or classes.txt in SRC)")
-    s.add_argument("--group-by", choices=("image", "slide"), default="image",
-                   help="yolo / boxes-csv: what one train/val/test split unit is: each image, or each slide "
-                   "(the file name up to a trailing _<number>: B-30_0047 is slide B-30) (default: %(default)s)")
-    s.add_argument("--hold-out", type=_names, default=None, metavar="NAMES",
-                   help="yolo / boxes-csv: images or slides (as --group-by counts them), comma separated, put in "
-                   "the test split and never trained on, e.g. a benchmark's held-out slides")
+    add_box_set_options(s, "put in the test split and never trained on, e.g. a benchmark's held-out slides",
+                        prefix="yolo / boxes-csv: ")
     s.add_argument("--jobs", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
                    help="worker processes (default: CPU count, at most 4: %(default)s here)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

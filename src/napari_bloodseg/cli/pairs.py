@@ -10,8 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from .argtypes import positive_float, positive_int
-from .bank import _names
+from .argtypes import add_box_set_options, positive_float, positive_int
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
@@ -55,18 +54,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("format", choices=("yolo", "boxes-csv"), help="the layout of SRC (as in `bloodseg bank import`)")
     p.add_argument("src", metavar="SRC", help="the annotated set")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for images/ and masks/")
-    p.add_argument("--box-classes", type=_names, default=None, metavar="NAMES",
-                   help="yolo: the class of each YOLO id 0, 1, ... in order, comma separated (default: data.yaml or "
-                   "classes.txt in SRC)")
     p.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
                    help="healthy RBC diameter in the images, px (default: the median of the RBC boxes when there are "
                    "20 or more, else measured from the images)")
-    p.add_argument("--group-by", choices=("image", "slide"), default="image",
-                   help="what --hold-out names: images, or slides (the file name up to a trailing _<number>: "
-                   "B-30_0047 is slide B-30) (default: %(default)s)")
-    p.add_argument("--hold-out", type=_names, default=None, metavar="NAMES",
-                   help="images or slides, comma separated, written to OUT/val/ (the others to OUT/train/): a "
-                   "fine-tune on OUT scores itself before and after on them, fields it never learned")
+    add_box_set_options(p, "written to OUT/val/ (the others to OUT/train/): a fine-tune on OUT scores itself "
+                        "before and after on them, fields it never learned")
     p.add_argument("--overwrite", action="store_true", help="replace pairs already in --out (default: keep them)")
     p.add_argument("--jobs", type=positive_int, default=max(1, min(4, os.cpu_count() or 1)), metavar="J",
                    help="worker processes (default: CPU count, at most 4: %(default)s here)")
