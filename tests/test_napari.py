@@ -231,6 +231,35 @@ def test_a_yolo_label_file_opens_with_its_image_and_boxes_in_class_colours(make_
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
 
 
+def test_wbc_types_from_annotation_boxes_correct_the_map_and_undo(make_napari_viewer, qtbot):
+    from napari_bloodseg.classes import BloodClass
+    from napari_bloodseg.widgets.correct import CorrectWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((100, 100, 3), np.uint8), name="field", rgb=True)
+    m = np.full((100, 100), int(BloodClass.HEALTHY_RBC), np.uint8)
+    m[20:40, 20:40] = BloodClass.NEUTROPHIL  # called neutrophil, boxed as a lymphocyte
+    m[25:30, 25:30] = BloodClass.MONOCYTE
+    m[70:90, 70:90] = BloodClass.NEUTROPHIL  # boxed as a neutrophil: nothing to change
+    m[5:10, 80:90] = BloodClass.NEUTROPHIL  # no box: left alone
+    labels = viewer.add_labels(m.copy(), name="field classes")
+    rect = lambda r0, c0, r1, c1: np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)  # noqa: E731
+    viewer.add_shapes([rect(15, 15, 45, 45), rect(65, 65, 95, 95), rect(50, 0, 60, 10), rect(0, 50, 20, 70)],
+                      shape_type="rectangle", name="boxes",
+                      features={"class": ["Lymphocyte", "neutrophil", "RBC", "monocyte"]})
+    w = CorrectWidget(viewer)
+    w._labels.value, w._boxes.value = labels, viewer.layers["boxes"]
+    w._from_boxes.clicked.emit()
+    out = np.asarray(labels.data)
+    assert (out[20:40, 20:40] == BloodClass.LYMPHOCYTE).all()
+    assert (out[70:90, 70:90] == BloodClass.NEUTROPHIL).all() and (out[5:10, 80:90] == BloodClass.NEUTROPHIL).all()
+    assert ((out != m) == ((m != out) & (np.arange(100)[:, None] < 45))).all()
+    assert (out == BloodClass.HEALTHY_RBC).sum() == (m == BloodClass.HEALTHY_RBC).sum()
+    assert "2 WBC(s) given their box's type (400 px changed); 1 WBC box(es) with no WBC" in w._status.value
+    labels.undo()
+    assert np.array_equal(np.asarray(labels.data), m)
+
+
 def test_training_pair_writer_via_napari(make_napari_viewer, tmp_path):
     import imageio.v3 as iio
 

@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, morphology
 
 from .bank import masks as M
-from .classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, BloodClass
+from .classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, WBC_CLASSES, BloodClass
 from .realfields import RealField
 
 TRAIN_RBC_DIAMETER = 36.0
@@ -156,3 +156,27 @@ def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndar
     out[ndi.binary_dilation(true, iterations=1)] = IGNORE_INDEX
     out[ndi.binary_erosion(true, iterations=1)] = SOME_WBC if field.wbc_type is None else int(field.wbc_type)
     return rgb, out
+
+
+def wbc_types_from_boxes(labels: np.ndarray, boxes: list[tuple[float, float, float, float, int]]
+                         ) -> tuple[np.ndarray, int, int]:
+    """A class map whose WBC pixels inside each WBC-type box take the box's type (the correction an
+    annotated field gives for free): (new map, boxes applied, WBC-type boxes with no WBC pixel in the
+    map). Boxes are (row0, col0, row1, col1, class id); boxes of other classes are left alone."""
+    wbc_ids = [int(c) for c in WBC_CLASSES]
+    out = np.array(labels, copy=True)
+    h, w = out.shape
+    applied = empty = 0
+    for r0, c0, r1, c1, cls in boxes:
+        if int(cls) not in wbc_ids:
+            continue
+        y0, x0 = max(0, int(np.floor(r0))), max(0, int(np.floor(c0)))
+        y1, x1 = min(h, int(np.ceil(r1))), min(w, int(np.ceil(c1)))
+        region = out[y0:y1, x0:x1]
+        wbc = np.isin(region, wbc_ids)
+        if not wbc.any():
+            empty += 1
+            continue
+        region[wbc] = int(cls)
+        applied += 1
+    return out, applied, empty

@@ -1,12 +1,15 @@
-"""Correction dock: the class legend as a paint-label picker (click or keys 0–9), "Add to training
-set" for an image + corrected labels pair, and "Fine-tune on my corrections" (see widgets.finetune)."""
+"""Correction dock: the class legend as a paint-label picker (click or keys 0–9), "WBC types from
+boxes" (a lab's annotation boxes correct the map's WBC types), "Add to training set" for an image +
+corrected labels pair, and "Fine-tune on my corrections" (see widgets.finetune)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from magicgui.widgets import ComboBox, Container, PushButton
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Shapes
 from napari.utils.notifications import show_error, show_info
 
 from ..classes import CLASSES, NUM_CLASSES
@@ -36,6 +39,14 @@ class CorrectWidget(Container):
             b.changed.connect(lambda _=None, cid=c.id: self.select_class(cid))
             self._buttons.append(b)
         self.extend(self._buttons)
+        self._boxes = ComboBox(label="boxes", choices=self._box_layers,
+                               tooltip="A shapes layer of annotation boxes with a 'class' per box (e.g. a YOLO label "
+                               "file opened in napari)")
+        self._from_boxes = PushButton(text="WBC types from boxes",
+                                      tooltip="Inside each box whose class is a WBC type, every WBC pixel of the class "
+                                      "map takes that type (Ctrl+Z undoes it); other boxes are left alone")
+        self._from_boxes.changed.connect(self.wbc_types_from_boxes)
+        self.extend([self._boxes, self._from_boxes])
         self._image = ComboBox(label="image", choices=self._image_layers, tooltip="The smear image the labels belong to")
         self._dataset = path_edit("training folder", "d",
                                   "Folder that `bloodseg train --data` reads; pairs go to <folder>/<split>/images|masks")
@@ -52,6 +63,7 @@ class CorrectWidget(Container):
         for ev in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             ev.connect(self._labels.reset_choices)
             ev.connect(self._image.reset_choices)
+            ev.connect(self._boxes.reset_choices)
         self._labels.changed.connect(self._bind_keys)
         self._bind_keys(self._labels.value)
 
@@ -60,6 +72,9 @@ class CorrectWidget(Container):
 
     def _image_layers(self, _w=None) -> list:
         return [layer for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _box_layers(self, _w=None) -> list:
+        return [layer for layer in self._viewer.layers if isinstance(layer, Shapes) and "class" in layer.features]
 
     def _bind_keys(self, layer: Labels | None) -> None:
         if layer is None:
@@ -79,6 +94,37 @@ class CorrectWidget(Container):
             layer.mode = "paint"
         self._viewer.layers.selection.active = layer
         self._status.value = f"painting: {CLASSES[class_id].name}"
+
+    def wbc_types_from_boxes(self) -> None:
+        from ..bank.importers.boxes import box_class
+        from ..fieldlabels import wbc_types_from_boxes
+
+        labels, shapes = self._labels.value, self._boxes.value
+        if labels is None or shapes is None:
+            show_error("Choose the class map and a boxes layer (a shapes layer with a 'class' per box).")
+            return
+        if labels.data.ndim != 2:
+            show_error(f"The class map {labels.name!r} is not a single 2-D map.")
+            return
+        boxes = []
+        for verts, name in zip(shapes.data, shapes.features["class"]):
+            try:
+                cls = box_class(str(name))
+            except ValueError:
+                continue
+            if cls is not None:
+                lo, hi = np.asarray(verts)[:, -2:].min(0), np.asarray(verts)[:, -2:].max(0)
+                boxes.append((*lo, *hi, cls))
+        current = np.asarray(labels.data)
+        new, applied, empty = wbc_types_from_boxes(current, boxes)
+        changed = np.nonzero(new != current)
+        if changed[0].size:
+            labels.data_setitem(changed, new[changed])  # one step Ctrl+Z undoes
+        msg = f"{applied} WBC(s) given their box's type ({changed[0].size} px changed)"
+        if empty:
+            msg += f"; {empty} WBC box(es) with no WBC in the map: paint it first"
+        self._status.value = msg
+        show_info(msg)
 
     def add_to_training_set(self) -> None:
         from ..export import add_training_pair
