@@ -38,6 +38,7 @@ from napari_bloodseg.bank import (
 )
 from napari_bloodseg.bank.importers import base as importers_base
 from napari_bloodseg.bank.masks import crop_rgba, dice, label_field, pick_cell
+from napari_bloodseg.checkpoint import DEFAULT_MODEL
 from napari_bloodseg.classes import BloodClass, folder_name
 from napari_bloodseg.cli import bank as bank_cli
 
@@ -521,7 +522,7 @@ def test_cli_box_import_options(tmp_path, capsys):
 
 
 def test_pairs_from_boxes_label_each_wbc_with_its_box_type(tmp_path, capsys):
-    from napari_bloodseg.boxpairs import write_box_pairs
+    from napari_bloodseg.boxsets import write_box_pairs
     from napari_bloodseg.classes import IGNORE_INDEX, SOME_WBC
     from napari_bloodseg.cli import main as cli_main
     from napari_bloodseg.finetune import find_pairs
@@ -576,6 +577,45 @@ def test_pairs_from_boxes_label_each_wbc_with_its_box_type(tmp_path, capsys):
     assert cli_main(["pairs", "yolo", str(src), "--out", str(tmp_path / "p2"), "--box-classes", "ghost"]) == 2
     assert "'ghost' is no blood cell class" in capsys.readouterr().err
     assert not (tmp_path / "p2").exists()
+
+
+def test_evaluate_on_your_own_boxes_scores_as_the_benchmark(tmp_path, capsys):
+    import json
+
+    from napari_bloodseg.classes import WBC_CLASSES, CLASS_NAMES
+    from napari_bloodseg.cli import main as cli_main
+    from napari_bloodseg.render import render_smear
+
+    src = tmp_path / "lab"
+    (src / "labels").mkdir(parents=True)
+    (src / "classes.txt").write_text("\n".join(CLASS_NAMES[1:]) + "\n")  # ids 0-8 = classes 1-9
+    n_wbc = n_rbc = 0
+    for i in range(3):
+        s = render_smear((300, 300), rbc_diameter=36, seed=i, counts={"eosinophil": 1, "basophil": 1}, touching=False)
+        _write(src / "images" / f"field_{i}.png", s.image)
+        lines = []
+        for c in s.cells:
+            r0, c0, r1, c1 = c.bbox
+            if c.cls in WBC_CLASSES or c.cls == BloodClass.HEALTHY_RBC or c.cls == BloodClass.INFECTED_RBC:
+                lines.append(_yolo_line(c.cls - 1, (r0, c0, r1, c1), (300, 300)))
+                n_wbc += c.cls in WBC_CLASSES
+                n_rbc += c.cls not in WBC_CLASSES
+        (src / "labels" / f"field_{i}.txt").write_text("\n".join(lines) + "\n")
+    assert n_wbc == 6 and n_rbc > 30
+    code = cli_main(["evaluate", "--model", str(DEFAULT_MODEL), "--boxes", "yolo", "--data", str(src), "--rbcs-complete",
+                     "--rbc-diameter", "36", "--out", str(tmp_path / "ev"), "--backend", "torch"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "3 fields, RBC diameter 36.0 px (given)" in out and "WBC type, balanced accuracy" in out
+    res = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert res["n"] == 3 and res["errors"] == 0
+    assert res["wbc_found_given"] == 1.0 and res["false_wbc_per_field_given"] <= 0.34
+    assert res["rbc_count_err_median_given"] < 0.15  # touching=False: the RBCs are countable
+    assert res["wbc_type_recall_given"] == {"eosinophil": 1.0, "basophil": 1.0}
+    assert (tmp_path / "ev" / "sheet.png").is_file()
+    # the box options belong to --boxes
+    assert cli_main(["evaluate", "--model", str(DEFAULT_MODEL), "--data", str(src), "--limit", "2"]) == 2
+    assert "go with --boxes" in capsys.readouterr().err
 
 
 def test_lisc_import(tmp_path):

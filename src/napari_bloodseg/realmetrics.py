@@ -32,12 +32,15 @@ Cells = tuple[np.ndarray, list["CellRecord"]]  # find_cells output: instance map
 _WBC_IDS = tuple(int(c) for c in WBC_CLASSES)
 _RBC_IDS = tuple(int(c) for c in RBC_CLASSES)
 
+#: A user's own box-annotated set (`bloodseg evaluate --boxes`): every WBC boxed; RBC counts where
+#: all RBCs are boxed (its fields' ``rbc_boxes``), platelets where it boxes them
+LAB = "lab"
 # Which metrics a source can give (the rest lack the annotation)
 MASK_SOURCES = frozenset({"zheng1", "zheng2", "bccd_wbc_masks"})
-WBC_BOX_SOURCES = frozenset({"bccd", "wbc_rpi", "pig_wbc", "bcd_draaslan"})
-RBC_COUNT_SOURCES = frozenset({"bccd", "bcd_draaslan", "chula"})  # BCCD's boxes miss cells: reported anyway
+WBC_BOX_SOURCES = frozenset({"bccd", "wbc_rpi", "pig_wbc", "bcd_draaslan", LAB})
+RBC_COUNT_SOURCES = frozenset({"bccd", "bcd_draaslan", "chula", LAB})  # BCCD's boxes miss cells: reported anyway
 NO_MALARIA_SOURCES = frozenset({"chula", "bccd", "bcd_draaslan", "wbc_rpi"})
-PLATELET_BOX_SOURCES = frozenset({"bccd"})
+PLATELET_BOX_SOURCES = frozenset({"bccd", LAB})
 _PLATELET_IDS = (int(BloodClass.THROMBOCYTE), int(BloodClass.PLATELET_CLUMP))
 STRATIFIED_SOURCES = frozenset({"wbc_rpi"})  # subset stratified by WBC type
 MODES = ("auto", "given")
@@ -459,8 +462,6 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
     path for the picture sheet of the first few fields. ``shared_batch``: also segment the fields
     in runs of that many at one shared scale (:func:`shared_diameters` of the automatic estimates;
     keys ``METRIC_shared``); None: not."""
-    from .infer import InputError
-
     t0 = time.perf_counter()
     n = DEFAULT_PER_SOURCE.get(source, 20) if per_source is None else per_source
     fields = heldout_fields(source, data)
@@ -476,6 +477,21 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
             truth_cache[f.name] = rbc_truth_count(f, rgb_cache[f.name])
         first = [f for f in fields if truth_cache.get(f.name)]
     chosen = select_fields(fields, n, stratify=source in STRATIFIED_SOURCES, first=first)
+    out = evaluate_fields(segmenter, chosen, source, sheet, log, shared_batch, rgb_cache, truth_cache)
+    out["seconds"] = time.perf_counter() - t0
+    return {k: _round(v) for k, v in out.items()}
+
+
+def evaluate_fields(segmenter: Segmenter, chosen: Sequence[RealField], source: str, sheet: str | Path | None = None,
+                    log: Callable[[str], None] | None = None, shared_batch: int | None = SHARED_BATCH,
+                    rgb_cache: dict[str, np.ndarray] | None = None,
+                    truth_cache: dict[str, int | None] | None = None) -> dict:
+    """:func:`evaluate_source` for given fields of ``source`` (a benchmark source, or :data:`LAB`);
+    ``rgb_cache`` / ``truth_cache``: images and RBC truths already read, by field name."""
+    from .infer import InputError
+
+    rgb_cache = {} if rgb_cache is None else rgb_cache
+    truth_cache = {} if truth_cache is None else truth_cache
     sheet_names = {f.name for f in _spread(chosen, SHEET_ROWS)} if sheet else set()
     scores: dict[str, list[FieldScore]] = {m: [] for m in MODES}
     errors, scored = 0, 0
@@ -545,8 +561,7 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
         out["wbc_boxes_added_on_review"] = sum(f.reviewed_wbc for f in chosen)
     if sheet:
         write_sheet(rows, sheet, source)
-    out["seconds"] = time.perf_counter() - t0
-    return {k: _round(v) for k, v in out.items()}
+    return out
 
 
 # ---------------------------------------------------------------- picture sheet

@@ -1,4 +1,4 @@
-"""`bloodseg pairs`: training pairs from a lab's own box annotations (see napari_bloodseg.boxpairs).
+"""`bloodseg pairs`: training pairs from a lab's own box annotations (see napari_bloodseg.boxsets).
 
 Imported by cli/__init__.py for every command, so it imports nothing heavy at module level.
 """
@@ -18,7 +18,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     from ..bank.importers import LayoutError
     from ..bank.scale import ScaleError
-    from ..boxpairs import write_box_pairs
+    from ..boxsets import write_box_pairs
 
     bar = tqdm(desc="pairs", unit="field", disable=args.quiet, leave=False)
 

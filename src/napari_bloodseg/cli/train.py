@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .argtypes import BACKEND_HELP, BACKENDS
+from .argtypes import BACKEND_HELP, BACKENDS, names, positive_float, positive_int
 
 PROCEDURAL = "procedural"
 
@@ -111,7 +111,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_boxes(args: argparse.Namespace) -> int:
+    """`bloodseg evaluate --boxes FORMAT`: the real-field benchmark's metrics on a lab's box set."""
+    from ..bank.importers import LayoutError
+    from ..bank.scale import ScaleError
+    from ..boxsets import evaluate_box_set
+    from ..checkpoint import CheckpointError
+    from ..infer import Segmenter
+
+    out = Path(args.out) if args.out else None
+    try:
+        seg = Segmenter.from_file(args.model, args.device, backend=args.backend, tta=args.tta)
+        res = evaluate_box_set(seg, args.boxes, args.data, box_classes=args.box_classes, rbc_diameter=args.rbc_diameter,
+                               rbcs_complete=args.rbcs_complete, limit=args.limit,
+                               sheet=out / "sheet.png" if out else None,
+                               log=lambda m: print(f"bloodseg: warning: {m.strip()}", file=sys.stderr))
+    except (CheckpointError, LayoutError, ScaleError, ValueError, OSError) as e:
+        print(f"bloodseg: error: {e}", file=sys.stderr)
+        return 2
+    res = {"model": str(args.model), "data": str(args.data), "format": args.boxes, **res}
+    print(f"{res['n']} fields, RBC diameter {res['rbc_diameter']:.1f} px ({res['rbc_diameter_from']}); "
+          "automatic / given / shared scale:")
+    for key, label in (("wbc_found", "WBCs found"), ("false_wbc_per_field", "false WBCs per field"),
+                       ("wbc_type_balanced_acc", "WBC type, balanced accuracy"),
+                       ("rbc_count_err_median", "RBC count error (median)"), ("platelets_found", "platelets found"),
+                       ("scale_within_15pct", "automatic diameter within 15 %")):
+        vals = [res.get(f"{key}_{m}") for m in ("auto", "given", "shared")]
+        if any(v is not None for v in vals):
+            print(f"  {label:<32} " + " / ".join("-" if v is None else f"{v:.2f}" for v in vals))
+    recall = res.get("wbc_type_recall_given") or {}
+    if recall:
+        print("  WBC type recall (given scale):  " + ", ".join(f"{k} {v:.2f}" for k, v in recall.items()))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps(res, indent=1))
+        print(f"wrote {out / 'evaluation.json'} and {out / 'sheet.png'}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.boxes:
+        return _evaluate_boxes(args)
+    if args.box_classes or args.rbc_diameter or args.rbcs_complete or args.limit:
+        print("bloodseg: error: --box-classes, --rbc-diameter, --rbcs-complete and --limit go with --boxes",
+              file=sys.stderr)
+        return 2
     from torch.utils.data import DataLoader
 
     from ..checkpoint import CheckpointError, load_checkpoint
@@ -229,4 +273,16 @@ def add_parser(sub) -> None:
                         "(d4, 8x) (default: %(default)s)")
     e.add_argument("--seed", type=int, default=12345, help=f"random seed of the '{PROCEDURAL}' tiles (default: %(default)s)")
     e.add_argument("--procedural-tiles", type=int, default=100, help=argparse.SUPPRESS)
+    b = e.add_argument_group("your own annotated fields (--boxes): the real-field benchmark's metrics on them")
+    b.add_argument("--boxes", default=None, choices=("yolo", "boxes-csv"),
+                   help="--data is a box-annotated set in this layout (as `bloodseg bank import`): score WBCs found, "
+                   "false WBCs, WBC types against the box types, RBC counts and platelets, at automatic, given and "
+                   "shared scale; --out gets evaluation.json and sheet.png")
+    b.add_argument("--box-classes", type=names, default=None, metavar="NAMES",
+                   help="yolo: the class of each YOLO id 0, 1, ... in order (default: data.yaml or classes.txt)")
+    b.add_argument("--rbc-diameter", type=positive_float, default=None, metavar="PX",
+                   help="the RBC diameter for 'given' scale (default: from the RBC boxes, else measured)")
+    b.add_argument("--rbcs-complete", action="store_true",
+                   help="every RBC of every field is boxed: score the RBC count")
+    b.add_argument("--limit", type=positive_int, default=None, metavar="N", help="at most N fields, evenly spread")
     e.set_defaults(func=cmd_evaluate)

@@ -1,8 +1,14 @@
-"""Training pairs from a lab's own box annotations (``bloodseg pairs``): every field of a YOLO or
-CSV box set becomes (image, partial class map) at the training scale, the way the real-field
-benchmark's training pairs are made (:mod:`fieldlabels`): glass, RBC bodies and the WBC in each WBC
-box (its type, or 'some WBC' for a box without one) are labelled, pixels nobody can label from boxes
-are ignored. ``bloodseg train --init CKPT --data OUT --minutes M`` then fine-tunes on them.
+"""A lab's own box-annotated fields (YOLO or CSV boxes) as real fields, for two things:
+
+- **Scores** (``bloodseg evaluate --boxes``): the real-field benchmark's metrics on the lab's fields
+  (:func:`evaluate_box_set`): WBCs found, false WBCs per field, WBC type balanced accuracy against
+  the box types, RBC count error where every RBC is boxed, platelets found, scale; at automatic,
+  given (from the RBC boxes) and shared scale. How well does the model do on *my* slides?
+- **Training pairs** (``bloodseg pairs``, :func:`write_box_pairs`): every field becomes (image,
+  partial class map) at the training scale, made the way the benchmark's training pairs are
+  (:mod:`fieldlabels`): glass, RBC bodies and the WBC in each WBC box (its type, or 'some WBC' for
+  a box without one) labelled, pixels nobody can label from boxes ignored. ``bloodseg train --data
+  OUT --minutes M`` then fine-tunes on them.
 """
 
 from __future__ import annotations
@@ -12,15 +18,19 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bank.importers.boxes import UNTYPED_WBC, BoxFormat, box_scale, read_box_fields, split_units
+from .bank.importers.boxes import UNTYPED_WBC, BoxFields, BoxFormat, box_scale, read_box_fields, split_units
 from .bank.masks import kind_of
 from .bank.scale import ScaleEstimate, measure_rbc_diameter
 from .classes import IGNORE_INDEX
 from .io import read_image, write_png
 from .realfields import RealField
+
+if TYPE_CHECKING:
+    from .infer import Segmenter
 
 #: A field whose labelled pixels are fewer than this share gives no pair (nothing to learn from).
 MIN_LABELLED = 0.05
@@ -55,6 +65,47 @@ def _source_scale(fields, rbc_diameter: float | None) -> ScaleEstimate:
     return measure_rbc_diameter(prepare_image(read_image(p)) for p, _, _, _ in fields[::step])
 
 
+def box_set_fields(fmt: BoxFormat, src: str | Path, box_classes: Sequence[str] | None = None,
+                   rbc_diameter: float | None = None, rbcs_complete: bool = False
+                   ) -> tuple[list[RealField], ScaleEstimate, BoxFields]:
+    """The set's fields as :class:`RealField` s of source :data:`~napari_bloodseg.realmetrics.LAB`, with
+    the set's RBC diameter (given, else from its RBC boxes, else measured; a field with three or
+    more roundish RBC boxes of its own takes their median). ``rbcs_complete``: every RBC of every
+    field is boxed, so the RBC boxes are a count."""
+    from .realfields import _median_box_diameter
+    from .realmetrics import LAB
+
+    got = read_box_fields(fmt, src, box_classes)
+    scale = _source_scale(got.fields, rbc_diameter)
+    with_platelets = any(b[4] >= 0 and kind_of(b[4]) == "platelet" for _, _, boxes, _ in got.fields for b in boxes)
+    out = []
+    for path, shape, boxes, _ in got.fields:
+        wbc = [(b[:4], None if b[4] == UNTYPED_WBC else int(b[4])) for b in boxes
+               if b[4] == UNTYPED_WBC or (b[4] >= 0 and kind_of(b[4]) == "wbc")]
+        rbc = [b[:4] for b in boxes if b[4] >= 0 and kind_of(b[4]) == "rbc"]
+        d = scale.diameter if rbc_diameter else (_median_box_diameter(rbc, shape) or scale.diameter)
+        out.append(RealField(LAB, path.stem, path, path.stem, "test", wbc_boxes=[b for b, _ in wbc],
+                             wbc_types=[t for _, t in wbc], rbc_boxes=rbc if rbcs_complete else None,
+                             platelet_boxes=[b[:4] for b in boxes if b[4] >= 0 and kind_of(b[4]) == "platelet"]
+                             if with_platelets else None, rbc_complete=rbcs_complete, rbc_diameter=d))
+    return out, scale, got
+
+
+def evaluate_box_set(segmenter: Segmenter, fmt: BoxFormat, src: str | Path, *, box_classes: Sequence[str] | None = None,
+                     rbc_diameter: float | None = None, rbcs_complete: bool = False, limit: int | None = None,
+                     sheet: str | Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """The real-field benchmark's metrics on the set (``limit``: at most that many fields, evenly
+    spread), keys as in ``bench_real.py``'s per-source results plus ``rbc_diameter`` (the set's)
+    and ``rbc_diameter_from``; ``sheet``: a PNG of a few fields (image | map at each scale)."""
+    from .realmetrics import LAB, _round, _spread, evaluate_fields
+
+    fields, scale, _ = box_set_fields(fmt, src, box_classes, rbc_diameter, rbcs_complete)
+    chosen = _spread(fields, limit) if limit else fields
+    out = evaluate_fields(segmenter, chosen, LAB, sheet, log)
+    out["rbc_diameter"], out["rbc_diameter_from"] = round(scale.diameter, 2), scale.method
+    return {k: _round(v) for k, v in out.items()}
+
+
 def _one_pair(job: tuple[RealField, Path, Path, bool]) -> tuple[str, str | None]:
     """Write one field's pair; (stem, None) or (stem, why it gives none). Runs in a worker."""
     from .fieldlabels import field_pair
@@ -85,24 +136,19 @@ def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_cla
     skipped) unless ``overwrite``. ``jobs``: worker processes. ``on_field(done, total)`` reports
     progress.
     """
-    got = read_box_fields(fmt, src, box_classes)
+    fields, scale, got = box_set_fields(fmt, src, box_classes, rbc_diameter)
     hold = set(hold_out)
     units = split_units(got.fields, group_by, hold, Path(src))
-    scale = _source_scale(got.fields, rbc_diameter)
     out = Path(out)
     report = PairsReport(str(out), scale)
     report.skipped.update(why for _, why in got.missing)
     todo = []
-    for path, _, boxes, _ in got.fields:
+    for f, (path, _, _, _) in zip(fields, got.fields):
         where = out if not hold else out / ("val" if units[path] in hold else "train")
         img_out, mask_out = where / "images" / f"{path.stem}.png", where / "masks" / f"{path.stem}.png"
         if not overwrite and (img_out.exists() or mask_out.exists()):
             report.skipped["fields whose pair is already there (--overwrite replaces it)"] += 1
             continue
-        wbc = [(b[:4], None if b[4] == UNTYPED_WBC else int(b[4])) for b in boxes
-               if b[4] == UNTYPED_WBC or (b[4] >= 0 and kind_of(b[4]) == "wbc")]
-        f = RealField(got.source, path.stem, path, "", "train", wbc_boxes=[b for b, _ in wbc],
-                      wbc_types=[t for _, t in wbc], rbc_diameter=scale.diameter)
         todo.append((f, img_out, mask_out, units[path] in hold))
     if jobs > 1 and len(todo) > 1:
         pool = ProcessPoolExecutor(max_workers=jobs)
