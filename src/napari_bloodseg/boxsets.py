@@ -43,10 +43,11 @@ class PairsReport:
     written: list[str] = field(default_factory=list)
     held_out: list[str] = field(default_factory=list)  # of written, those in val/
     skipped: Counter = field(default_factory=Counter)  # reason → fields
+    split: bool = False  # written to train/ and val/ (a hold-out was asked for)
 
     def summary(self) -> str:
         where = (f"train/ {len(self.written) - len(self.held_out)}, val/ {len(self.held_out)} (held out)"
-                 if self.held_out else "images/ + masks/")
+                 if self.split else "images/ + masks/")
         lines = [f"wrote {len(self.written)} training pairs to {self.out} ({where}), "
                  f"RBC diameter {self.scale.diameter:.1f} px ({self.scale.method})"]
         lines += [f"  skipped {n}: {why}" for why, n in self.skipped.most_common()]
@@ -140,7 +141,7 @@ def write_box_pairs(fmt: BoxFormat, src: str | Path, out: str | Path, *, box_cla
     hold = set(hold_out)
     units = split_units(got.fields, group_by, hold, Path(src))
     out = Path(out)
-    report = PairsReport(str(out), scale)
+    report = PairsReport(str(out), scale, split=bool(hold))
     report.skipped.update(why for _, why in got.missing)
     todo = []
     for f, (path, _, _, _) in zip(fields, got.fields):
