@@ -103,6 +103,7 @@ def evaluate_box_set(segmenter: Segmenter, fmt: BoxFormat, src: str | Path, *, b
     fields, scale, _ = box_set_fields(fmt, src, box_classes, rbc_diameter, rbcs_complete)
     chosen = _spread(fields, limit) if limit else fields
     out = evaluate_fields(segmenter, chosen, LAB, sheet, log)
+    out.pop("wbc_boxes_added_on_review", None)  # the benchmark's own review of its sources' boxes
     out["rbc_diameter"], out["rbc_diameter_from"] = round(scale.diameter, 2), scale.method
     return {k: _round(v) for k, v in out.items()}
 
