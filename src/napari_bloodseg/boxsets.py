@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .bank.importers.base import _measure_images
 from .bank.importers.boxes import UNTYPED_WBC, BoxFields, BoxFormat, box_scale, read_box_fields, split_units
 from .bank.masks import kind_of
-from .bank.scale import ScaleEstimate, measure_rbc_diameter
+from .bank.scale import ScaleEstimate
 from .classes import IGNORE_INDEX
-from .io import read_image, write_png
+from .io import write_png
 from .realfields import RealField
 
 if TYPE_CHECKING:
@@ -55,15 +56,10 @@ class PairsReport:
 
 
 def _source_scale(fields, rbc_diameter: float | None) -> ScaleEstimate:
+    """Given, else from the RBC boxes, else measured from the images (as the bank import does)."""
     if rbc_diameter:
         return ScaleEstimate(float(rbc_diameter), 0, "given")
-    est = box_scale(fields)
-    if est is not None:
-        return est
-    from .infer import prepare_image
-
-    step = max(1, len(fields) // 40)
-    return measure_rbc_diameter(prepare_image(read_image(p)) for p, _, _, _ in fields[::step])
+    return box_scale(fields) or _measure_images([p for p, _, _, _ in fields])
 
 
 def box_set_fields(fmt: BoxFormat, src: str | Path, box_classes: Sequence[str] | None = None,
