@@ -84,11 +84,9 @@ def read_yolo_field(txt: Path) -> list:
     img_path = _yolo_image(txt)
     rgb = prepare_image(read_image(img_path))
     names = yolo_class_names(txt.parent.parent) or yolo_class_names(txt.parent.parent.parent) or []
-    ids = [int(ln.split()[0]) for ln in txt.read_text(errors="replace").splitlines()
-           if ln.split() and ln.split()[0].lstrip("-").isdigit()]
-    n = max([len(names), *(i + 1 for i in ids)])
+    boxes, _ = yolo_boxes(txt, rgb.shape[:2], None)  # class = the YOLO id
+    n = max([len(names), *(b[4] + 1 for b in boxes)])
     names = list(names) + [f"class {i}" for i in range(len(names), n)]
-    boxes, _ = yolo_boxes(txt, rgb.shape[:2], list(range(n)))
     rects, labels, colours = [], [], []
     for r0, c0, r1, c1, k in boxes:
         rects.append(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]))

@@ -150,9 +150,14 @@ def background_model(lab: np.ndarray, bright_fraction: float = 0.2) -> _Gauss:
     return _Gauss(_sample(lab, L >= np.percentile(L, 100 * (1 - bright_fraction))))
 
 
+def unlike_glass(lab: np.ndarray, k: float = 30.0, bright_fraction: float = 0.2) -> np.ndarray:
+    """Pixels whose squared Mahalanobis distance to the background (the brightest pixels) exceeds k."""
+    return background_model(lab, bright_fraction).d2(lab) > k
+
+
 def foreground(lab: np.ndarray, k: float = 30.0, bright_fraction: float = 0.2) -> np.ndarray:
-    """Non-background pixels (squared Mahalanobis distance to the background > k), holes filled."""
-    fg = background_model(lab, bright_fraction).d2(lab) > k
+    """Non-background pixels (:func:`unlike_glass`), specks opened away, holes filled."""
+    fg = unlike_glass(lab, k, bright_fraction)
     fg = morphology.opening(fg, morphology.disk(1))
     return ndi.binary_fill_holes(fg)
 

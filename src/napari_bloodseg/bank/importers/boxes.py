@@ -233,10 +233,11 @@ def _yolo_names(src: Path, given: Sequence[str] | None) -> list[str]:
                       "give them in order with --box-classes, e.g. --box-classes neutrophil,eosinophil,basophil")
 
 
-def yolo_boxes(txt: Path, shape: tuple[int, int], classes: Sequence[int], why: Sequence[str] = ()
+def yolo_boxes(txt: Path, shape: tuple[int, int], classes: Sequence[int] | None, why: Sequence[str] = ()
                ) -> tuple[list[tuple[float, float, float, float, int]], Counter]:
-    """The boxes of one YOLO label file in px (row0, col0, row1, col1, class of the id) for an image of
-    ``shape``, and the reasons for lines that give none (``why[id]`` counted per box when given)."""
+    """The boxes of one YOLO label file in px (row0, col0, row1, col1, class of the id; ``classes``
+    None: the id itself) for an image of ``shape``, and the reasons for lines that give none
+    (``why[id]`` counted per box when given)."""
     h, w = shape
     boxes, notes = [], Counter()
     for line in txt.read_text(errors="replace").splitlines():
@@ -252,12 +253,13 @@ def yolo_boxes(txt: Path, shape: tuple[int, int], classes: Sequence[int], why: S
         except (ValueError, TypeError):
             notes["unparsable label lines"] += 1
             continue
-        if not 0 <= c < len(classes):
-            notes[f"boxes of class ids beyond the {len(classes)} names"] += 1
+        if c < 0 or (classes is not None and c >= len(classes)):
+            notes[f"boxes of class ids beyond the {len(classes or ())} names"] += 1
             continue
         if why:
             notes[why[c]] += 1
-        boxes.append(((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w, classes[c]))
+        boxes.append(((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w,
+                      c if classes is None else classes[c]))
     return boxes, notes
 
 

@@ -150,8 +150,7 @@ def _cell_pixels(rgb: np.ndarray) -> np.ndarray:
     """Pixels unlike the glass, without filling the holes (glass pockets between touching cells)."""
     from skimage import color
 
-    lab = color.rgb2lab(M._smooth(rgb))
-    return M.background_model(lab, bright_fraction=0.15).d2(lab) > 30.0
+    return M.unlike_glass(color.rgb2lab(M._smooth(rgb)), k=30.0, bright_fraction=0.15)
 
 
 def _rbc_in_box(cells: np.ndarray, boxes: list[tuple[int, int, int, int, int]], i: int) -> M.Extraction:
