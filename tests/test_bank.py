@@ -437,6 +437,8 @@ def test_yolo_import_needs_class_names_in_words(tmp_path):
     assert rep.n_added == 0 and rep.skipped["fields without a box of a bank class"] == 1
     assert rep.skipped["WBC boxes without a type (the bank needs one)"] == 1  # said even when the field gives nothing
     (src / "classes.txt").write_text("red blood cells\n")
+    # a detector's output line carries a confidence after the box: the box is still read
+    (src / "labels" / "a.txt").write_text(_yolo_line(0, _rbc_box(*centres[0]), rgb.shape[:2]) + " 0.93\n")
     assert run_import("yolo", src, tmp_path / "bank", rbc_diameter=30).added[BloodClass.HEALTHY_RBC] == 1
     with pytest.raises(ValueError, match="only for the yolo"):
         run_import("voc", src, tmp_path / "bank", box_classes=["rbc"])

@@ -257,18 +257,12 @@ def read_chula(data: Path) -> Iterator[RealField]:
 
 
 def _yolo(txt: Path, shape: tuple[int, int]) -> list[tuple[int, Box]]:
-    h, w = shape
-    out = []
-    for line in txt.read_text().splitlines() if txt.is_file() else []:
-        parts = line.split()
-        if len(parts) < 5:
-            continue
-        try:
-            c, cx, cy, bw, bh = int(float(parts[0])), *(float(v) for v in parts[1:5])
-        except ValueError:
-            continue
-        out.append((c, ((cy - bh / 2) * h, (cx - bw / 2) * w, (cy + bh / 2) * h, (cx + bw / 2) * w)))
-    return out
+    """(YOLO id, box) of each label line of ``txt`` (none when it is missing)."""
+    from .bank.importers.boxes import yolo_boxes
+
+    if not txt.is_file():
+        return []
+    return [(c, (r0, c0, r1, c1)) for r0, c0, r1, c1, c in yolo_boxes(txt, shape, None)[0]]
 
 
 def read_wbc_rpi(data: Path) -> Iterator[RealField]:
