@@ -118,11 +118,10 @@ def split_units(fields: list[_Field], group_by: str, hold: set[str], src: Path) 
 
 def _image_shape(path: Path) -> tuple[int, int] | None:
     """(height, width) from the file's header; None when it cannot be read."""
-    from PIL import Image
+    from ...realfields import _image_size  # not at module level: realfields imports the bank
 
     try:
-        with Image.open(path) as im:
-            return im.height, im.width
+        return _image_size(path)
     except Exception:  # noqa: BLE001 - any decoder failure means unreadable
         return None
 
