@@ -135,6 +135,54 @@ def test_unlabelled_pixels_teach_nothing(tmp_path, tiny_checkpoint):
     assert any(not torch.equal(w0[k], w2[k]) for k in w0)
 
 
+class _Index(torch.utils.data.Dataset):
+    """Item i is (i, i): shows which synthesized tile was drawn."""
+
+    def __len__(self):
+        return 10**6
+
+    def __getitem__(self, i):
+        return np.array([i]), np.array([i])
+
+
+def test_loader_processes_each_draw_their_own_synthesized_tiles():
+    """With loader processes (a GPU's default), a copied generator would make each process mix in the
+    same tiles; each process must draw its own, and the single-process draws stay seeded."""
+    from torch.utils.data import DataLoader
+
+    from napari_bloodseg.finetune import MixedDataset
+
+    mixed = MixedDataset(_Index(), _Index(), n_own=0, n_synth=8, seed=3)
+    drawn = [int(x) for x, _ in DataLoader(mixed, batch_size=1, num_workers=2)]
+    assert len(set(drawn)) == 8  # processes 0 and 1 took items 0,2,4,6 and 1,3,5,7
+    again = [int(MixedDataset(_Index(), _Index(), 0, 8, seed=3)[i][0][0]) for i in range(8)]
+    assert again == [int(MixedDataset(_Index(), _Index(), 0, 8, seed=3)[i][0][0]) for i in range(8)]
+
+
+def test_fine_tune_with_loader_processes(tmp_path, tiny_checkpoint):
+    from napari_bloodseg.finetune import fine_tune
+
+    pairs = write_pairs(tmp_path / "p", 3)
+    rep = fine_tune(tiny_checkpoint, pairs, tmp_path / "r", 0.05, holdout=1, device="cpu", workers=2)
+    assert rep["workers"] == 2 and rep["steps"] >= 1 and rep["after"]["fields"] == 1
+    assert load_checkpoint(rep["checkpoint"])[0] is not None
+    assert fine_tune(tiny_checkpoint, pairs, tmp_path / "r0", 0.01, holdout=0, device="cpu")["workers"] == 0
+    with pytest.raises(ValueError, match="workers"):
+        fine_tune(tiny_checkpoint, pairs, tmp_path / "r1", 0.01, device="cpu", workers=-1)
+
+
+def test_training_accuracy_counts_as_the_arg_max_does():
+    from napari_bloodseg.train import correct_pixels
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 10, 17, 19, generator=g)
+    masks = torch.randint(0, 10, (3, 17, 19), generator=g)
+    masks[0, :5] = IGNORE_INDEX
+    masks[1, :2] = NOT_WBC
+    valid = masks < 10
+    assert int(correct_pixels(logits, masks, valid)) == int(((logits.argmax(1) == masks) & valid).sum()) > 0
+
+
 # ----------------------------------------------------------------------------- benchmark bookkeeping
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_finetune", REPO / "benchmarks" / "bench_finetune.py")

@@ -162,6 +162,13 @@ def _fit_tile(img: np.ndarray, mask: np.ndarray, size: int = TILE,
     return img[y : y + size, x : x + size], mask[y : y + size, x : x + size]
 
 
+def correct_pixels(logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Labelled pixels whose true class has the highest logit: arg-max accuracy (ties aside) without
+    the arg-max over the class axis, which on CPU costs about a tenth of a fine-tuning step."""
+    true_logit = logits.gather(1, torch.where(valid, masks, 0).unsqueeze(1))
+    return ((true_logit >= logits.amax(1, keepdim=True)).squeeze(1) & valid).sum()
+
+
 def _collate(batch):
     imgs = torch.from_numpy(np.stack([b[0] for b in batch])).permute(0, 3, 1, 2).contiguous()
     masks = torch.from_numpy(np.stack([b[1] for b in batch]).astype(np.int64))
@@ -396,7 +403,7 @@ def train(
             valid = masks < NUM_CLASSES
             tot_loss += loss.detach() * len(imgs)
             tot_n += len(imgs)
-            tot_correct += ((logits.argmax(1) == masks) & valid).sum()
+            tot_correct += correct_pixels(logits.detach(), masks, valid)
             tot_px += valid.sum()
             if on_progress is not None:
                 on_progress({"kind": "batch", "epoch": epoch, "step": step + 1, "steps": len(train_loader), "loss": float(loss.detach())})

@@ -48,7 +48,8 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
                 print(f"  {ev['elapsed']:.0f}/{ev['budget']:.0f} s, loss {ev['loss']:.3f}", flush=True)
 
         given = {k: v for k, v in (("mix_fraction", args.mix_fraction), ("holdout", args.holdout),
-                                   ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+                                   ("batch_size", args.batch_size), ("lr", args.lr), ("workers", args.workers))
+                 if v is not None}
         report = fine_tune(args.init, args.data, args.out, args.minutes, synth_dir=args.mix_synth or SYNTH_PROCEDURAL,
                            device=args.device, seed=args.seed, overwrite=args.overwrite, on_progress=progress,
                            freeze_encoder=not args.train_encoder, **given)
@@ -83,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_set, val_set = datasets_for(args.data, not args.no_augment, args.procedural_tiles, args.seed,
                                           (args.bank_tiles, args.bank_val_tiles))
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_late=args.lr_late,
-                             lr_drop_epoch=args.lr_drop_epoch, width=args.width, workers=args.workers,
+                             lr_drop_epoch=args.lr_drop_epoch, width=args.width, workers=args.workers or 0,
                              seed=args.seed, device=args.device, init=args.init, precision=args.precision)
         bar = None
 
@@ -216,8 +217,9 @@ def add_parser(sub) -> None:
                    help="first-level channels; 32 = the reference U-Net, 16 = the shipped model (default: %(default)s)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto = CUDA GPU, else Apple MPS, else CPU (default: %(default)s)")
-    t.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="data loader processes; 0 loads in the training process (default: %(default)s)")
+    t.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data loader processes; 0 loads in the training process (default: 0; with --minutes: "
+                   "4 on a CUDA GPU, else 0)")
     t.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: AMP on CUDA, bf16 on CPUs with native bf16, else fp32 (default: %(default)s)")
     t.add_argument("--seed", type=int, default=0, help="random seed for weights, order and augmentation (default: %(default)s)")
