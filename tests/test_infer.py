@@ -63,6 +63,38 @@ def test_band_reduction_is_argmax_and_max_of_the_blend():
     assert np.array_equal(conf[10:], np.clip(norm.max(0) * 255 + 0.5, 0, 255).astype(np.uint8))
 
 
+def test_weak_wbc_pixels_take_their_best_other_class():
+    """A pixel whose arg-max is a WBC type but whose WBC classes together hold less than the
+    threshold becomes its best other class (with that class's confidence); a pixel the WBC classes
+    hold firmly, and every non-WBC pixel, keep the arg-max; threshold 0 is the plain arg-max."""
+    p = np.full((10, 1, 4), 0.01, np.float32)
+    p[[3, 9], 0, 0] = [0.40, 0.35]  # neutrophil wins, but the WBCs hold 0.40 + 3 x 0.01 = 0.43
+    p[[3, 4, 9], 0, 1] = [0.45, 0.30, 0.10]  # WBCs hold 0.78: stays neutrophil
+    p[[0, 3], 0, 2] = [0.50, 0.30]  # glass wins: untouched
+    p[[4, 7], 0, 3] = [0.38, 0.33]  # lymphocyte wins, the WBCs hold 0.41: platelet clump
+    p /= p.sum(0, keepdims=True)
+    wsum = np.full((1, 4), 2.0, np.float32)  # blend weights scale every class alike
+    labels, conf = np.zeros((1, 4), np.uint8), np.zeros((1, 4), np.uint8)
+    Segmenter._flush(p * wsum, wsum, labels, conf, 0, 1, 0.75)
+    assert labels.tolist() == [[9, 3, 0, 7]]
+    assert conf[0, 0] == np.uint8(p[9, 0, 0] * 255 + 0.5) and conf[0, 1] == np.uint8(p[3, 0, 1] * 255 + 0.5)
+    Segmenter._flush(p * wsum, wsum, labels, conf, 0, 1, 0.0)
+    assert labels.tolist() == [[3, 3, 0, 4]]
+    with pytest.raises(ValueError, match="wbc_min_prob"):
+        Segmenter.from_file(None, device="cpu", wbc_min_prob=1.0)
+
+
+def test_threshold_trims_the_fat_wbc_edge_on_the_default_model():
+    """On a rendered field the default model's WBCs shrink a little (the mixed edge goes): every
+    WBC pixel kept was a WBC pixel of the arg-max map, and most of them are kept."""
+    img = render_smear((448, 448), counts={3: 1, 5: 1}, seed=2).image
+    plain = Segmenter.from_file(None, device="cpu", wbc_min_prob=0.0).segment(img, rbc_diameter=36.0).labels
+    trimmed = Segmenter.from_file(None, device="cpu").segment(img, rbc_diameter=36.0).labels
+    wbc0, wbc1 = (np.isin(m, [1, 2, 3, 4, 5]) for m in (plain, trimmed))
+    assert wbc0.sum() > 1000 and not (wbc1 & ~wbc0).any()
+    assert 0.8 < wbc1.sum() / wbc0.sum() < 0.97  # this field: 5,078 → 4,486 pixels
+
+
 @pytest.mark.parametrize("tile, shape", [(224, (448, 448)), (256, (448, 592))])
 def test_tiling_matches_whole_image_on_larger_field(tile, shape):
     seg = Segmenter.from_file(None, device="cpu", tile=tile)  # the trained default model

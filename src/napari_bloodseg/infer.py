@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, transform
 
 from .checkpoint import ModelInfo, load_checkpoint
-from .classes import NUM_CLASSES
+from .classes import NUM_CLASSES, WBC_CLASSES
 from .model import TILE, UNet
 from .postprocess import tighten_wbcs
 from .steps import drain
@@ -411,6 +411,31 @@ class Prepared:
     method: str = "given"
 
 
+WBC_MIN_PROB = 0.75  # a pixel is WBC only where the WBC classes together hold this much probability
+_WBC_IDS = np.array([int(c) for c in WBC_CLASSES])
+_NOT_WBC_IDS = np.array([c for c in range(NUM_CLASSES) if c not in set(_WBC_IDS.tolist())])
+
+
+def _demote_weak_wbc(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.ndarray, min_prob: float) -> None:
+    """Pixels whose arg-max is a WBC type but whose WBC classes together hold less than ``min_prob``
+    of the (blend-weighted) probability take their best other class, in place. The network draws
+    WBCs fat: where a WBC touches an RBC or glass its edge is a half-WBC, half-other mixture that
+    the arg-max of ten classes hands to the WBC (real-field benchmark, WBC Dice on expert masks at
+    the given scale, 0.65 / 0.75 / 0.85: BCCD 0.877 → 0.891 / 0.902 / 0.911, Zheng DS1 0.906 →
+    0.921 / 0.931 / 0.922, DS2 0.919 → 0.921 / 0.922 / 0.920; WBC types unchanged)."""
+    rows, cols = np.nonzero((lab >= _WBC_IDS.min()) & (lab <= _WBC_IDS.max()))
+    if not len(rows):
+        return
+    weak = p[_WBC_IDS][:, rows, cols].sum(0) < min_prob * wsum[rows, cols]
+    rows, cols = rows[weak], cols[weak]
+    if not len(rows):
+        return
+    rest = p[_NOT_WBC_IDS][:, rows, cols]
+    k = rest.argmax(0)
+    lab[rows, cols] = _NOT_WBC_IDS[k]
+    best[rows, cols] = rest[k, np.arange(len(k))]
+
+
 class Segmenter:
     """A loaded model on a device, ready to segment images of any size."""
 
@@ -428,6 +453,7 @@ class Segmenter:
         scale_method: str | ScaleMethod = ScaleMethod.NETWORK,
         backend: str | Backend = Backend.AUTO,
         tighten_wbcs: bool = True,
+        wbc_min_prob: float | None = None,
     ):
         self.tta = _tta_mode(tta)
         self.scale_method = _scale_method(scale_method)
@@ -446,6 +472,10 @@ class Segmenter:
         self.info = info
         self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
         self.tighten_wbcs = tighten_wbcs  # postprocess.tighten_wbcs on each map (at the model's scale)
+        # with the tightening off the map is the network's own arg-max, threshold included
+        self.wbc_min_prob = (WBC_MIN_PROB if tighten_wbcs else 0.0) if wbc_min_prob is None else float(wbc_min_prob)
+        if not 0 <= self.wbc_min_prob < 1:
+            raise ValueError(f"wbc_min_prob must be in [0, 1), got {wbc_min_prob}")
         # the automatic scale's windows: always TILE, the size model was fitted on windows of that size
         self.scale_window = TILE
         self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
@@ -577,7 +607,7 @@ class Segmenter:
         for y in ys:
             shift = y - band0
             if shift:
-                self._flush(acc, wsum, labels, conf, band0, shift)
+                self._flush(acc, wsum, labels, conf, band0, shift, self.wbc_min_prob)
                 acc[:, : th - shift] = acc[:, shift:]
                 acc[:, th - shift :] = 0
                 wsum[: th - shift] = wsum[shift:]
@@ -592,11 +622,11 @@ class Segmenter:
                     acc[:, :, x : x + tw] += p
                 done += len(bx)
                 yield done, total
-        self._flush(acc, wsum, labels, conf, band0, min(th, ph - band0))
+        self._flush(acc, wsum, labels, conf, band0, min(th, ph - band0), self.wbc_min_prob)
         return labels[:h, :w], conf[:h, :w]
 
     @staticmethod
-    def _flush(acc, wsum, labels, conf, row0: int, n: int) -> None:
+    def _flush(acc, wsum, labels, conf, row0: int, n: int, wbc_min_prob: float = 0.0) -> None:
         """Reduce the band's first ``n`` rows to labels and confidence (those rows of ``acc`` are spent)."""
         # one pass per class for both the arg-max and the max (numpy's argmax over the class axis
         # strides across memory: 3x slower); the blend weights are shared by all classes, so they
@@ -607,6 +637,8 @@ class Segmenter:
         for c in range(1, p.shape[0]):
             lab[p[c] > best] = c  # strict: ties keep the lower class, as argmax does
             np.maximum(best, p[c], out=best)
+        if wbc_min_prob > 0:
+            _demote_weak_wbc(p, wsum[:n], lab, best, wbc_min_prob)
         labels[row0 : row0 + n] = lab
         best /= np.maximum(wsum[:n], 1e-8)
         best *= 255

@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how an unknown RBC diameter is estimated: 'network' measures the RBCs the model finds at a few "
                         "candidate scales, 'classical' the isolated round cells found by thresholds (default: %(default)s)")
     s.add_argument("--raw-map", action="store_true",
-                   help="write the class map as the network draws it: no tightening of the WBCs (by default thin "
+                   help="write the class map as the network draws it (its arg-max): no tightening of the WBCs (by "
+                        "default a pixel is WBC only where the WBC classes hold 75 %% of the probability, and thin "
                         "WBC-class spurs and a rim of 0.04 RBC diameters are given to the neighbouring class)")
     s.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="224 px tiles per forward pass; larger is faster on a GPU, needs more memory (default: %(default)s)")

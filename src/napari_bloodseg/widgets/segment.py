@@ -135,7 +135,8 @@ class SegmentWidget(WorkerDock, Container):
         self._tighten = CheckBox(
             text="tighten WBC outlines", value=True,
             tooltip="The model draws white cells a little large, with thin spurs along the red cells touching "
-            "them: trim spurs thinner than half an RBC diameter and a rim of 0.04 RBC diameters (their pixels "
+            "them: a pixel is white cell only where the model is at least 75 % sure it is one, and spurs "
+            "thinner than half an RBC diameter and a rim of 0.04 RBC diameters are trimmed (their pixels "
             "take the neighbouring class). Untick for the model's map as drawn",
         )
         self._run = PushButton(text="Segment")
