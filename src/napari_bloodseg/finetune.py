@@ -34,7 +34,7 @@ REPORT_NAME = "fine_tune.json"
 TRAIN_SUBDIR = "train_run"  # train()'s own files (best/last by a tiny validation set, state, history)
 STEPS_PER_EPOCH = 8  # on a CPU; GPU_EPOCH_FACTOR times more on a GPU, where 8 steps take a fraction of a second
 GPU_EPOCH_FACTOR = 4  # so that the end-of-epoch validation and checkpoint writes do not dominate
-GPU_WORKERS = 4  # loader processes on a GPU: one H200 went from 10 to 31 steps/s (with the longer epochs)
+GPU_WORKERS = 4  # loader processes on a GPU: with the longer epochs one H200 went from 8 to 34 steps/s
 LEARNING_RATE = 1e-3  # 10 corrected Zheng DS2 fields, 5 min: type 0.72 -> 0.78 (1e-4: 0.74), no forgetting
 MIX_FRACTION = 0.5  # share of synthesized tiles per batch
 _WBC_IDS = np.array([int(c) for c in WBC_CLASSES] + [SOME_WBC])
@@ -251,7 +251,8 @@ def fine_tune(
         raise ValueError(f"workers must be 0 or more loader processes, got {workers}")
     from .infer import resolve_device
 
-    on_gpu = resolve_device(device).type == "cuda"  # a bad device name fails here, before any work
+    device_type = resolve_device(device).type  # a bad device name fails here, before any work
+    on_gpu = device_type == "cuda"
     if workers is None:
         workers = min(GPU_WORKERS, max(1, (os.cpu_count() or 2) - 1)) if on_gpu else 0
     steps_per_epoch = STEPS_PER_EPOCH * (GPU_EPOCH_FACTOR if on_gpu else 1)
@@ -312,7 +313,7 @@ def fine_tune(
               "minutes": minutes, "steps": steps["n"], "epochs": state.epoch,
               "stopped_by_user": stop_event.is_set(),
               "seconds_training": round(seconds_training, 1), "seconds_total": round(time.time() - t0, 1),
-              "batch_size": batch_size, "device": "cuda" if on_gpu else str(device), "workers": workers,
+              "batch_size": batch_size, "device": device_type, "workers": workers,
               "synth": None if synth is None else str(synth_dir),
               "mix_fraction": mix_fraction if synth is not None else 0.0, "before": before, "after": after}
     atomic_write(out / REPORT_NAME, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))

@@ -426,11 +426,11 @@ def _demote_weak_wbc(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.
     rows, cols = np.nonzero((lab >= _WBC_IDS.min()) & (lab <= _WBC_IDS.max()))
     if not len(rows):
         return
-    weak = p[_WBC_IDS][:, rows, cols].sum(0) < min_prob * wsum[rows, cols]
+    weak = p[_WBC_IDS[:, None], rows, cols].sum(0) < min_prob * wsum[rows, cols]  # only these pixels are read
     rows, cols = rows[weak], cols[weak]
     if not len(rows):
         return
-    rest = p[_NOT_WBC_IDS][:, rows, cols]
+    rest = p[_NOT_WBC_IDS[:, None], rows, cols]
     k = rest.argmax(0)
     lab[rows, cols] = _NOT_WBC_IDS[k]
     best[rows, cols] = rest[k, np.arange(len(k))]
