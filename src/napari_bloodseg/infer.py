@@ -15,9 +15,9 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, transform
 
 from .checkpoint import ModelInfo, load_checkpoint
-from .classes import NUM_CLASSES, WBC_CLASSES
+from .classes import NOT_WBC, NUM_CLASSES, PARTIAL_LABELS
 from .model import TILE, UNet
-from .postprocess import tighten_wbcs
+from .postprocess import WBC_IDS, tighten_wbcs
 from .steps import drain
 
 
@@ -412,8 +412,7 @@ class Prepared:
 
 
 WBC_MIN_PROB = 0.75  # a pixel is WBC only where the WBC classes together hold this much probability
-_WBC_IDS = np.array([int(c) for c in WBC_CLASSES])
-_NOT_WBC_IDS = np.array([c for c in range(NUM_CLASSES) if c not in set(_WBC_IDS.tolist())])
+_NOT_WBC_IDS = np.array(PARTIAL_LABELS[NOT_WBC])
 
 
 def _demote_weak_wbc(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.ndarray, min_prob: float) -> None:
@@ -423,10 +422,10 @@ def _demote_weak_wbc(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.
     the arg-max of ten classes hands to the WBC (real-field benchmark, WBC Dice on expert masks at
     the given scale, 0.65 / 0.75 / 0.85: BCCD 0.877 → 0.891 / 0.902 / 0.911, Zheng DS1 0.906 →
     0.921 / 0.931 / 0.922, DS2 0.919 → 0.921 / 0.922 / 0.920; WBC types unchanged)."""
-    rows, cols = np.nonzero((lab >= _WBC_IDS.min()) & (lab <= _WBC_IDS.max()))
+    rows, cols = np.nonzero((lab >= WBC_IDS.min()) & (lab <= WBC_IDS.max()))
     if not len(rows):
         return
-    weak = p[_WBC_IDS[:, None], rows, cols].sum(0) < min_prob * wsum[rows, cols]  # only these pixels are read
+    weak = p[WBC_IDS[:, None], rows, cols].sum(0) < min_prob * wsum[rows, cols]  # only these pixels are read
     rows, cols = rows[weak], cols[weak]
     if not len(rows):
         return

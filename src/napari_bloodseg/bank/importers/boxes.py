@@ -248,7 +248,7 @@ def yolo_boxes(txt: Path, shape: tuple[int, int], classes: Sequence[int] | None,
             if len(nums) > 4 and len(nums) % 2 == 0:  # a polygon (YOLO segmentation): its bounding box
                 xs, ys = nums[0::2], nums[1::2]
                 nums = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
-            cx, cy, bw, bh = nums[:4] if len(nums) >= 4 else nums  # a fifth number (a confidence) is ignored
+            cx, cy, bw, bh = nums[:4]  # a fifth number (a confidence) is ignored; fewer than four: ValueError
         except (ValueError, TypeError):
             notes["unparsable label lines"] += 1
             continue
