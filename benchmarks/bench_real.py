@@ -33,6 +33,7 @@ TABLE = [  # (column, metric key)
     ("dice", "wbc_dice"), ("found", "wbc_found"), ("falseW", "false_wbc_per_field"),
     ("typeBA", "wbc_type_balanced_acc"), ("rbcErr", "rbc_count_err_median"),
     ("rbcWhole", "rbc_whole_count_err_median"), ("falseInf", "false_infected_rate"), ("pltFound", "platelets_found"),
+    ("rbcSize", "rbc_size_ratio_median"),
 ]
 
 

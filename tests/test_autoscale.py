@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_bloodseg.autoscale import _measure, estimate_scale
+from napari_bloodseg.autoscale import estimate_scale, measure_rbc_blobs
 from napari_bloodseg.classes import BloodClass
 from napari_bloodseg.infer import Segmenter
 from napari_bloodseg.render import render_smear
@@ -22,9 +22,9 @@ def test_measure_reads_the_inscribed_diameter_of_touching_and_cut_cells():
     lab = np.zeros((200, 200), np.uint8)
     for c in [(50, 50), (50, 84), (150, 150), (0, 120)]:  # two touching, one alone, one cut by the border
         lab[disk(c, 18, shape=lab.shape)] = BloodClass.HEALTHY_RBC
-    m, n = _measure(lab, lab.shape, 36.0)
+    m, n = measure_rbc_blobs(lab, 36.0)
     assert n == 3 and m == pytest.approx(36, abs=2.5)  # the touching pair is one blob of one cell's width
-    assert _measure(np.zeros((50, 50), np.uint8), (50, 50), 36.0) == (None, 0)
+    assert measure_rbc_blobs(np.zeros((50, 50), np.uint8), 36.0) == (None, 0)
 
 
 @pytest.mark.parametrize("d", [15.0, 24.0, 36.0, 60.0, 100.0])

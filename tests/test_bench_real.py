@@ -120,8 +120,9 @@ def test_score_field_and_aggregate():
     assert agg["false_infected_rate_auto"] == pytest.approx(1 / 14)
     assert agg["scale_within_15pct_auto"] == 1.0
     assert agg["scale_err_median_auto"] == pytest.approx((0.1 + 0.025) / 2)
-    given = rm.aggregate([s, s2], "zheng1", "given")  # mask source: no box, RBC or scale metrics
-    assert set(given) == {"wbc_dice_given", "wbc_type_balanced_acc_given", "wbc_type_recall_given"}
+    given = rm.aggregate([s, s2], "bccd_wbc_masks", "given")  # mask source: no box, RBC-count or scale metrics
+    assert set(given) == {"wbc_dice_given", "wbc_type_balanced_acc_given", "wbc_type_recall_given",
+                          "rbc_size_ratio_median_given", "rbc_size_within_15pct_given"}
     assert given["wbc_dice_given"] is None
 
 
@@ -295,6 +296,27 @@ def test_rbc_count_error_of_whole_cells_leaves_out_cells_cut_by_the_edge():
     assert s.rbc_count_error == pytest.approx(2 / 3) and s.rbc_whole_count_error == 0.0
     agg = rm.aggregate([s], "chula", "given")
     assert agg["rbc_count_err_median_given"] == pytest.approx(2 / 3) and agg["rbc_whole_count_err_median_given"] == 0.0
+
+
+def test_rbc_size_ratio_tells_single_cells_from_sheets_run_into_the_glass():
+    cells = np.zeros((240, 240), np.uint8)
+    for r in range(40, 240, 60):
+        for c in range(40, 240, 60):
+            cells[disk((r, c), 18, shape=cells.shape)] = BloodClass.HEALTHY_RBC
+    f = _fake("wbc_rpi", rbc_diameter=36.0)
+    single = rm.score_field(f, cells, 36.0, "given")
+    assert single.rbc_size == pytest.approx(1.0, abs=0.07)
+    # the same cells with the glass between them drawn as RBC too (a plasma sheet)
+    sheet = cells.copy()
+    sheet[20:160, 20:160] = BloodClass.HEALTHY_RBC
+    run_in = rm.score_field(f, sheet, 36.0, "given")
+    assert run_in.rbc_size > 1.5
+    agg = rm.aggregate([single, run_in, rm.score_field(f, np.zeros_like(cells), 36.0, "given")], "wbc_rpi", "given")
+    assert agg["rbc_size_within_15pct_given"] == 0.5  # a map without RBCs gives no size
+    assert 1.0 < agg["rbc_size_ratio_median_given"] == pytest.approx((single.rbc_size + run_in.rbc_size) / 2)
+    assert rm.score_field(_fake("wbc_rpi", rbc_diameter=None), cells, 36.0, "given").rbc_size is None
+    # WBC-centred crops: their RBCs are cut by the crop's edge, no size
+    assert rm.score_field(_fake("zheng2", rbc_diameter=36.0), cells, 36.0, "given").rbc_size is None
 
 
 def test_sheet_draws_boxes_added_on_review_in_yellow(tmp_path):

@@ -50,9 +50,13 @@ def _window(rgb: np.ndarray, d: float, train_d: float, tile: int) -> np.ndarray:
     return _resize_uint8(crop, nh, nw, smooth=True)
 
 
-def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tuple[float | None, int]:
-    """(median RBC diameter in model px, blobs measured) from the widest inscribed disc of each
-    RBC-class blob of a plausible size; None when fewer than MIN_CELLS."""
+def measure_rbc_blobs(labels: np.ndarray, rbc_diameter: float, valid: tuple[int, int] | None = None) -> tuple[float | None, int]:
+    """(median RBC diameter in ``labels``' px, blobs measured) from the widest inscribed disc of each
+    RBC-class blob of a plausible size for RBCs of about ``rbc_diameter`` px (area-weighted, so that
+    fragments barely count); None when fewer than MIN_CELLS. ``valid``: the rows and columns of
+    ``labels`` that hold the image (the rest is padding). On a map whose RBCs are single cells this
+    is their diameter; where the map runs RBCs and the glass between them into sheets it is larger."""
+    valid = labels.shape if valid is None else valid
     lab = labels[: valid[0], : valid[1]]
     rbc = np.isin(lab, [int(c) for c in RBC_CLASSES])
     if not rbc.any():
@@ -61,7 +65,7 @@ def _measure(labels: np.ndarray, valid: tuple[int, int], train_d: float) -> tupl
     dist = ndi.distance_transform_edt(np.pad(rbc, 1))[1:-1, 1:-1]
     widths = 2 * np.asarray(ndi.maximum(dist, comp, index=np.arange(1, n + 1)))
     areas = np.bincount(comp.ravel())[1:]
-    keep = (areas >= 0.15 * math.pi * (train_d / 2) ** 2) & (widths >= 0.3 * train_d)
+    keep = (areas >= 0.15 * math.pi * (rbc_diameter / 2) ** 2) & (widths >= 0.3 * rbc_diameter)
     if keep.sum() < MIN_CELLS:
         return None, int(keep.sum())
     # area-weighted median: fragments barely count
@@ -94,7 +98,7 @@ def estimate_scale(segmenter, rgb: np.ndarray, candidates: tuple[float, ...] | N
     wins = [_window(rgb, d, train_d, tile) for d in cands]
     probs = _predict(segmenter, wins)
     for d, win, p in zip(cands, wins, probs):
-        m, n = _measure(p.argmax(0), win.shape[:2], train_d)
+        m, n = measure_rbc_blobs(p.argmax(0), train_d, win.shape[:2])
         if m is None:
             continue
         # a wrong scale leaves the network unsure (cells it never saw at that size)
@@ -136,9 +140,9 @@ def _estimate_with_head(segmenter, head, rgb, cands, train_d: float, tile: int) 
 
 
 def _measure_at(segmenter, rgb: np.ndarray, d: float, train_d: float, tile: int) -> tuple[float | None, int]:
-    """:func:`_measure` of the network's map of the window cut at candidate diameter ``d``."""
+    """:func:`measure_rbc_blobs` of the network's map of the window cut at candidate diameter ``d``."""
     win = _window(rgb, d, train_d, tile)
-    return _measure(_predict(segmenter, [win])[0].argmax(0), win.shape[:2], train_d)
+    return measure_rbc_blobs(_predict(segmenter, [win])[0].argmax(0), train_d, win.shape[:2])
 
 
 def _pad_batch(windows: list[np.ndarray], t: int) -> np.ndarray:

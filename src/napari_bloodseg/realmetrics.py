@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from .autoscale import measure_rbc_blobs
 from .classes import CLASS_NAMES, RBC_CLASSES, WBC_CLASSES, BloodClass
 from .realfields import SOURCE_RBC_DIAMETER, Box, box_iou
 
@@ -37,6 +38,8 @@ _RBC_IDS = tuple(int(c) for c in RBC_CLASSES)
 LAB = "lab"
 # Which metrics a source can give (the rest lack the annotation)
 MASK_SOURCES = frozenset({"zheng1", "zheng2", "bccd_wbc_masks"})
+# WBC-centred crops: their few RBCs are mostly cut by the crop's edge, so their size says nothing of the map
+CROP_SOURCES = frozenset({"zheng1", "zheng2"})
 WBC_BOX_SOURCES = frozenset({"bccd", "wbc_rpi", "pig_wbc", "bcd_draaslan", LAB})
 RBC_COUNT_SOURCES = frozenset({"bccd", "bcd_draaslan", "chula", LAB})  # BCCD's boxes miss cells: reported anyway
 NO_MALARIA_SOURCES = frozenset({"chula", "bccd", "bcd_draaslan", "wbc_rpi"})
@@ -283,6 +286,7 @@ class FieldScore:
     scale: float = 1.0  # model pixels per input pixel
     n_true_platelets: int | None = None  # None: the source has no platelet boxes
     n_found_platelets: int = 0
+    rbc_size: float | None = None  # the map's RBC diameter over the true one (None: too few RBCs or no truth)
 
     @property
     def wbc_found(self) -> float | None:
@@ -340,6 +344,9 @@ def score_field(f: RealField, labels: np.ndarray, rbc_diameter: float, mode: str
     s.rbc_pred = len(rbc)
     s.rbc_pred_whole = sum(not r.cut_by_border for r in rbc)
     s.infected_pred = sum(r.class_id == BloodClass.INFECTED_RBC for r in rbc)
+    if f.rbc_diameter and f.source not in CROP_SOURCES:
+        m, _ = measure_rbc_blobs(labels, float(f.rbc_diameter))
+        s.rbc_size = m / float(f.rbc_diameter) if m else None
     return s
 
 
@@ -372,6 +379,13 @@ def aggregate(scores: Sequence[FieldScore], source: str, mode: str) -> dict[str,
         out["rbc_whole_count_err_median" + sfx] = _median([s.rbc_whole_count_error for s in scores
                                                            if s.rbc_whole_count_error is not None])
         out["n_rbc_fields" + sfx] = len(errs)
+    sizes = [s.rbc_size for s in scores if s.rbc_size is not None]
+    if sizes:
+        # the map's RBCs against the true diameter: about 1 where it draws single cells; well above 1
+        # where it runs RBCs and the glass or plasma between them into sheets (which no count sees on
+        # sources without RBC annotations)
+        out["rbc_size_ratio_median" + sfx] = _median(sizes)
+        out["rbc_size_within_15pct" + sfx] = float(np.mean([abs(r - 1) <= 0.15 for r in sizes]))
     if source in PLATELET_BOX_SOURCES:
         n_true = sum(s.n_true_platelets or 0 for s in scores)
         out["platelets_found" + sfx] = sum(s.n_found_platelets for s in scores) / n_true if n_true else None
