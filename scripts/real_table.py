@@ -9,7 +9,7 @@ import argparse
 import json
 
 METRICS = ("wbc_dice", "wbc_found", "false_wbc_per_field", "wbc_type_balanced_acc", "rbc_count_err_median",
-           "false_infected_rate", "scale_within_15pct")
+           "false_infected_rate", "rbc_size_ratio_median", "scale_within_15pct")
 
 
 def cell(src: dict, base: dict | None, key: str) -> str:
