@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, outline_rbcs, zoom
+from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, zoom
 from napari_bloodseg.classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, WBC_CLASSES, BloodClass
 from napari_bloodseg.fieldlabels import derive_labels
 from napari_bloodseg.losses import PartialCrossEntropy
@@ -100,33 +100,6 @@ def test_appearance_tints_glass_only_where_the_mask_says_glass():
         left, right = out[:, :20].astype(float).mean((0, 1)), out[:, 44:].astype(float).mean((0, 1))
         diffs.append(np.abs(left - right).max())
     assert max(diffs) > 5  # the same grey differs between glass and cell once the glass is tinted
-
-
-def test_outline_rbcs_gives_healthy_rbcs_the_plasma_colour_inside_their_rim():
-    from skimage.draw import disk
-
-    h, w = 96, 256
-    ramp = np.linspace(0.45, 0.9, w, dtype=np.float32)  # uneven light: glass darker on the left
-    x = np.stack([ramp, ramp * 0.8, ramp * 0.9], -1)[None].repeat(h, 0).copy()
-    mask = np.zeros((h, w), np.uint8)
-    for col, cls in [(35, BloodClass.HEALTHY_RBC), (150, BloodClass.HEALTHY_RBC), (220, BloodClass.INFECTED_RBC)]:
-        rr, cc = disk((48, col), 18, shape=mask.shape)
-        mask[rr, cc] = cls
-        x[rr, cc] = (0.8, 0.3, 0.4)  # filled red
-    out = outline_rbcs(x, mask, mask == 0, np.random.default_rng(0))
-    for col in (35, 150):
-        glass = x[30:66, [col - 24, col + 24]].mean((0, 1))  # the glass either side of the cell
-        before, after = x[44:52, col - 4 : col + 4].mean((0, 1)), out[44:52, col - 4 : col + 4].mean((0, 1))
-        assert np.abs(after - glass).max() < 0.5 * np.abs(before - glass).max()
-        rim = out[48, col - 18 : col - 16].mean(0)  # the cell's outermost pixels keep their red
-        assert rim[0] - rim[1] > 0.2 > glass[0] - glass[1] + 0.05
-    # the local glass colour: the cell in the dark part of the field is darker inside
-    assert out[44:52, 31:39].mean() < out[44:52, 146:154].mean() - 0.1
-    assert np.array_equal(out[mask == BloodClass.INFECTED_RBC], x[mask == BloodClass.INFECTED_RBC])
-    assert np.array_equal(out[mask == 0], x[mask == 0])
-    # a tile of cells only (no glass to take the colour from) is left as it is
-    full = np.full((h, w), BloodClass.HEALTHY_RBC, np.uint8)
-    assert outline_rbcs(x, full, full == 0, np.random.default_rng(0)) is x
 
 
 # ----------------------------------------------------------------------------- derived labels

@@ -4,8 +4,7 @@ Composited and rendered tiles all come from a few sources; real smears differ in
 camera and optics. ``appearance`` draws those differences wide: stain strength and hue in
 optical-density space, tinted and textured backgrounds (plasma, debris), colour casts and low
 contrast of cheap cameras, vignetting and uneven light, grey and pale cells, defocus, noise and
-JPEG artefacts, and RBCs known only by their outline (interiors the colour of the plasma around
-them, as on pale low-cost-camera fields). Masks follow the geometry only.
+JPEG artefacts. Masks follow the geometry only.
 """
 
 from __future__ import annotations
@@ -16,10 +15,9 @@ from enum import Enum
 import numpy as np
 from scipy import ndimage as ndi
 
-from .classes import IGNORE_INDEX, BloodClass
+from .classes import IGNORE_INDEX
 
 WIDE_STRENGTH = (0.6, 1.5)  # range of the wide appearance strength, drawn per training view
-OUTLINE_RBC_P = 0.2  # chance per appearance draw that its healthy RBCs become outlines on plasma of their own colour
 
 
 class AugmentLevel(str, Enum):
@@ -113,11 +111,6 @@ def appearance(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, stre
             spots = ndi.gaussian_filter(spots, rng.uniform(0.7, 2.0))
             spots /= max(float(spots.max()), 1e-6)
             x = x - soft * spots[..., None] * rng.uniform(0.05, 0.3) * rng.uniform(0.5, 1.0, 3).astype(np.float32)
-    # 3b. RBCs known only by their outline: on pale fields (a Raspberry Pi camera's, wbc_rpi) an RBC's
-    # inside has the plasma's colour and only its rim is darker, and a model that knows RBCs by
-    # their fill draws the plasma between them as RBC
-    if rng.random() < OUTLINE_RBC_P:
-        x = outline_rbcs(x, mask, glass > 0, rng)
     # 4. camera: white balance / colour cast, contrast, gamma
     if rng.random() < 0.8:
         x = x * rng.uniform(1 - 0.25 * s, 1 + 0.15 * s, 3).astype(np.float32)
@@ -149,29 +142,6 @@ def appearance(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, stre
         Image.fromarray(out).save(buf, format="JPEG", quality=int(rng.integers(25, 90)))
         out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     return out
-
-
-def outline_rbcs(x: np.ndarray, mask: np.ndarray, glass: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``x`` (float RGB in [0, 1]) with each healthy RBC's inside (deeper than a rim of 1.5-4 px)
-    blended toward the local colour of the glass around it; unchanged where the tile has too little
-    glass to tell that colour. Infected RBCs keep their parasites."""
-    rbc = mask == BloodClass.HEALTHY_RBC
-    if not rbc.any() or glass.sum() < 0.03 * glass.size:
-        return x
-    depth = ndi.distance_transform_edt(rbc)
-    rim = rng.uniform(1.5, 4.0)
-    w = np.clip((depth - rim) / 2.0, 0, 1) * rng.uniform(0.6, 1.0)
-    # local glass colour: normalised convolution, so vignetting and tints carry into the cells
-    g = glass.astype(np.float32)
-    sigma = rng.uniform(12, 30)
-    weight = ndi.gaussian_filter(g, sigma)
-    local = np.stack([ndi.gaussian_filter(x[..., c] * g, sigma) for c in range(3)], -1)
-    local /= np.maximum(weight, 1e-4)[..., None]
-    mean = x[glass].mean(0)
-    local = np.where(weight[..., None] > 1e-3, local, mean)
-    out = x * (1 - w[..., None]) + local * w[..., None]
-    edge = (rbc & (depth <= rim))[..., None]
-    return np.where(edge, out * rng.uniform(0.8, 1.0), out).astype(np.float32)
 
 
 def mild_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
