@@ -86,6 +86,10 @@ def main() -> None:
     ap.add_argument("--drop-at", type=float, default=0.6, help="with --minutes: fraction of the budget at --lr, the rest at --lr-late")
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="with --init: only the decoder learns, so the size model in the checkpoint stays valid")
+    ap.add_argument("--distill", type=float, default=0.0,
+                    help="with --init: weight of the pull toward the starting model's predictions (0: none)")
+    ap.add_argument("--distill-where", default="all", choices=["all", "unlabelled"],
+                    help="pixels the pull applies to: all, or only those without a full label (ignored, partial)")
     args = ap.parse_args()
     t0 = time.time()
     from torch.utils.data import ConcatDataset, Subset
@@ -120,6 +124,7 @@ def main() -> None:
 
     cfg = BudgetConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device=args.device,
                        init=args.init, lr=args.lr, lr_late=args.lr_late, lr_drop_epoch=args.lr_drop_epoch, workers=args.workers, freeze_encoder=args.freeze_encoder,
+                       distill=args.distill, distill_where=args.distill_where,
                        drop_time=t_start + 60 * args.minutes * args.drop_at if args.minutes else 0.0)
     state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log,
                   should_stop=(lambda: time.time() > deadline) if deadline else None)

@@ -43,3 +43,16 @@ class PartialCrossEntropy(nn.Module):
         return num / den.clamp_min(1e-8)
 
 
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      where: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean per-pixel KL(teacher ‖ student) of the class distributions ("learning without
+    forgetting"): a fine-tune pays for moving away from its starting model, over all pixels or
+    those of the boolean map ``where`` (N, H, W)."""
+    t = torch.log_softmax(teacher_logits.float(), dim=1)
+    s = torch.log_softmax(student_logits.float(), dim=1)
+    kl = (t.exp() * (t - s)).sum(1)
+    if where is None:
+        return kl.mean()
+    return (kl * where).sum() / where.sum().clamp_min(1)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from .augment import AugmentLevel, augment_level, augment_pair
 from .checkpoint import ModelInfo, atomic_write, load_checkpoint, save_checkpoint
 from .classes import IGNORE_INDEX, NUM_CLASSES
-from .losses import PartialCrossEntropy
+from .losses import PartialCrossEntropy, distillation_loss
 from .metrics import confusion_matrix, scores
 from .model import TILE, UNet
 
@@ -220,6 +220,8 @@ class TrainConfig:
     freeze_bn: bool = False  # batch norms keep their running statistics (fine-tuning with small batches)
     freeze_encoder: bool = False  # only the decoder learns: the encoder's features (and the size model) stay
     class_weights: tuple[float, ...] | None = None  # loss weights per class; None: from the training set
+    distill: float = 0.0  # with init: weight of the pull toward the starting model's own predictions (0: none)
+    distill_where: Literal["all", "unlabelled"] = "all"  # unlabelled: only pixels without a full label
 
     def lr_at(self, epoch: int) -> float:
         return self.lr if epoch < self.lr_drop_epoch else self.lr_late
@@ -334,6 +336,15 @@ def train(
             weights = torch.tensor(config.class_weights, dtype=torch.float32)
         else:
             weights = class_weights(class_pixel_counts(train_set))
+    if config.distill < 0:
+        raise ValueError(f"distill must be >= 0, got {config.distill}")
+    if config.distill_where not in ("all", "unlabelled"):
+        raise ValueError(f"distill_where must be 'all' or 'unlabelled', got {config.distill_where!r}")
+    teacher = None
+    if config.distill > 0:
+        if not config.init:
+            raise ValueError("distill needs init: the starting model whose predictions are kept")
+        teacher = load_checkpoint(config.init)[0].to(device).eval().requires_grad_(False)
     model = model.to(device)
     if config.freeze_encoder:
         model.down.requires_grad_(False)
@@ -341,6 +352,8 @@ def train(
     if cuda:  # fixed tile size: let cuDNN pick its fastest kernels; NHWC suits tensor cores
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
+        if teacher is not None:
+            teacher = teacher.to(memory_format=torch.channels_last)
     dist = torch.distributed
     ddp = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     rank = dist.get_rank() if ddp else 0
@@ -390,8 +403,15 @@ def train(
             imgs, masks = imgs.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype != torch.float32):
                 x = _to_input(imgs, mean, std)
-                logits = net(x.contiguous(memory_format=torch.channels_last) if cuda else x)
+                if cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                logits = net(x)
                 loss = loss_fn(logits.float(), masks)
+                if teacher is not None:
+                    with torch.no_grad():
+                        kept = teacher(x)
+                    where = masks >= NUM_CLASSES if config.distill_where == "unlabelled" else None
+                    loss = loss + config.distill * distillation_loss(logits, kept, where)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
