@@ -299,17 +299,17 @@ def test_distillation_keeps_the_starting_model_where_labels_say_nothing(tmp_path
     assert float(distillation_loss(z, z)) == pytest.approx(0.0, abs=1e-6)
     assert float(distillation_loss(z, torch.randn(2, 10, 4, 4))) > 0.01
     moved = z.clone()
-    moved[:, :, 0, 0] += torch.randn(2, 10)  # students differ from the teacher at one pixel only
+    moved[:, :, 0, 0] += torch.randn(2, 10)  # the student differs from the teacher at one pixel only
     elsewhere = torch.ones(2, 4, 4, dtype=torch.bool)
     elsewhere[:, 0, 0] = False
     assert float(distillation_loss(moved, z, elsewhere)) == pytest.approx(0.0, abs=1e-6)
-    assert float(distillation_loss(moved, z, ~elsewhere)) > 16 * float(distillation_loss(moved, z))  - 1e-6
+    assert float(distillation_loss(moved, z, ~elsewhere)) > 16 * float(distillation_loss(moved, z)) - 1e-6
 
     tr, va = tiny_sets
     train(tr, va, tmp_path / "start", TrainConfig(epochs=6, batch_size=4, width=4, device="cpu", lr=1e-2))
     init = str(tmp_path / "start" / "last.safetensors")
 
-    class GlassOnTheLeft(torch.utils.data.Dataset):
+    class ClumpOnTheLeft(torch.utils.data.Dataset):
         """The tiny set relabelled: the left half all platelet clump, the right half unlabelled."""
 
         def __len__(self):
@@ -333,15 +333,15 @@ def test_distillation_keeps_the_starting_model_where_labels_say_nothing(tmp_path
     for weight in (0.0, 1.0):
         cfg = TrainConfig(epochs=4, batch_size=4, width=4, device="cpu", lr=1e-2, init=init, distill=weight,
                           class_weights=(1.0,) * 10)
-        train(GlassOnTheLeft(), va, tmp_path / f"d{weight}", cfg)
+        train(ClumpOnTheLeft(), va, tmp_path / f"d{weight}", cfg)
         model, _ = load_checkpoint(tmp_path / f"d{weight}" / "last.safetensors")
         kept[weight] = float((right_half(model) == right_half(start)).float().mean())
     # without the pull the unlabelled half turns to clump too; with it the starting map stays
     assert kept[1.0] > kept[0.0] + 0.15, kept
-    # the pull on unlabelled pixels only keeps the right half as well; the labelled half learns as without it
+    # the pull on unlabelled pixels only keeps the (unlabelled) right half as well
     cfg = TrainConfig(epochs=4, batch_size=4, width=4, device="cpu", lr=1e-2, init=init, distill=1.0,
                       distill_where="unlabelled", class_weights=(1.0,) * 10)
-    train(GlassOnTheLeft(), va, tmp_path / "dU", cfg)
+    train(ClumpOnTheLeft(), va, tmp_path / "dU", cfg)
     model, _ = load_checkpoint(tmp_path / "dU" / "last.safetensors")
     assert float((right_half(model) == right_half(start)).float().mean()) > kept[0.0] + 0.15
     with pytest.raises(ValueError, match="distill needs init"):
