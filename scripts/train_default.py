@@ -90,6 +90,9 @@ def main() -> None:
                     help="with --init: weight of the pull toward the starting model's predictions (0: none)")
     ap.add_argument("--distill-where", default="all", choices=["all", "unlabelled"],
                     help="pixels the pull applies to: all, or only those without a full label (ignored, partial)")
+    ap.add_argument("--distill-classes", default="all", choices=["all", "wbc"],
+                    help="what the pull keeps: every class, or the WBC classes only (RBC, platelets and "
+                         "background free to move among themselves)")
     args = ap.parse_args()
     t0 = time.time()
     from torch.utils.data import ConcatDataset, Subset
@@ -124,7 +127,7 @@ def main() -> None:
 
     cfg = BudgetConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device=args.device,
                        init=args.init, lr=args.lr, lr_late=args.lr_late, lr_drop_epoch=args.lr_drop_epoch, workers=args.workers, freeze_encoder=args.freeze_encoder,
-                       distill=args.distill, distill_where=args.distill_where,
+                       distill=args.distill, distill_where=args.distill_where, distill_classes=args.distill_classes,
                        drop_time=t_start + 60 * args.minutes * args.drop_at if args.minutes else 0.0)
     state = train(train_set, val_set, args.out, cfg, resume=args.resume, on_progress=log,
                   should_stop=(lambda: time.time() > deadline) if deadline else None)

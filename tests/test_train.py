@@ -290,6 +290,26 @@ def test_resume_trusts_the_checkpoint_when_stopped_before_the_state_was_written(
     assert [h["epoch"] for h in state.history] == [1, 2, 3]
 
 
+def test_distillation_on_wbc_classes_lets_the_other_classes_move(tmp_path, tiny_sets):
+    from napari_bloodseg.classes import WBC_CLASSES, BloodClass
+    from napari_bloodseg.losses import distillation_loss
+
+    wbc = torch.tensor([int(c) for c in WBC_CLASSES])
+    teacher = torch.randn(2, 10, 4, 4)
+    swapped = teacher.clone()  # RBC and background trade places: no WBC probability changes
+    rbc, glass = int(BloodClass.HEALTHY_RBC), int(BloodClass.BACKGROUND)
+    swapped[:, [rbc, glass]] = teacher[:, [glass, rbc]]
+    assert float(distillation_loss(swapped, teacher)) > 0.01
+    assert float(distillation_loss(swapped, teacher, classes=wbc)) == pytest.approx(0.0, abs=1e-6)
+    retyped = teacher.clone()
+    retyped[:, int(BloodClass.LYMPHOCYTE)] += 3.0  # the WBC type moves: that is paid for
+    assert float(distillation_loss(retyped, teacher, classes=wbc)) > 0.01
+    tr, va = tiny_sets
+    with pytest.raises(ValueError, match="'all' or 'wbc'"):
+        train(tr, va, tmp_path / "bad", TrainConfig(epochs=1, width=4, device="cpu", init="x.safetensors",
+                                                      distill=1.0, distill_classes="rbc"))
+
+
 def test_distillation_keeps_the_starting_model_where_labels_say_nothing(tmp_path, tiny_sets):
     from napari_bloodseg.checkpoint import load_checkpoint
     from napari_bloodseg.classes import IGNORE_INDEX, BloodClass

@@ -46,12 +46,20 @@ class PartialCrossEntropy(nn.Module):
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      where: torch.Tensor | None = None) -> torch.Tensor:
+                      where: torch.Tensor | None = None, classes: torch.Tensor | None = None) -> torch.Tensor:
     """Mean per-pixel KL(teacher ‖ student) of the class distributions ("learning without
     forgetting"): a fine-tune pays for moving away from its starting model, over all pixels or
-    those of the boolean map ``where`` (N, H, W)."""
+    those of the boolean map ``where`` (N, H, W). With ``classes`` (channel ids), the distribution
+    compared is those classes plus one bin for all the others: the other classes may trade
+    probability among themselves freely (e.g. RBC against background, with the WBC classes kept)."""
     t = torch.log_softmax(teacher_logits.float(), dim=1)
     s = torch.log_softmax(student_logits.float(), dim=1)
+    if classes is not None:
+        classes = classes.to(t.device)
+        rest = torch.ones(t.shape[1], dtype=torch.bool, device=t.device)
+        rest[classes] = False
+        t, s = (torch.cat([x.index_select(1, classes), torch.logsumexp(x[:, rest], dim=1, keepdim=True)], dim=1)
+                for x in (t, s))
     kl = (t.exp() * (t - s)).sum(1)
     if where is None:
         return kl.mean()

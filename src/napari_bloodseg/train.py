@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentLevel, augment_level, augment_pair
 from .checkpoint import ModelInfo, atomic_write, load_checkpoint, save_checkpoint
-from .classes import IGNORE_INDEX, NUM_CLASSES
+from .classes import IGNORE_INDEX, NUM_CLASSES, WBC_CLASSES
 from .losses import PartialCrossEntropy, distillation_loss
 from .metrics import confusion_matrix, scores
 from .model import TILE, UNet
@@ -222,6 +222,7 @@ class TrainConfig:
     class_weights: tuple[float, ...] | None = None  # loss weights per class; None: from the training set
     distill: float = 0.0  # with init: weight of the pull toward the starting model's own predictions (0: none)
     distill_where: Literal["all", "unlabelled"] = "all"  # unlabelled: only pixels without a full label
+    distill_classes: Literal["all", "wbc"] = "all"  # wbc: only the WBC classes are kept (the rest as one bin)
 
     def lr_at(self, epoch: int) -> float:
         return self.lr if epoch < self.lr_drop_epoch else self.lr_late
@@ -301,6 +302,12 @@ def train(
     stops after saving what the finished epochs earned."""
     from .infer import resolve_device
 
+    if config.distill < 0:
+        raise ValueError(f"distill must be >= 0, got {config.distill}")
+    if config.distill_where not in ("all", "unlabelled"):
+        raise ValueError(f"distill_where must be 'all' or 'unlabelled', got {config.distill_where!r}")
+    if config.distill_classes not in ("all", "wbc"):
+        raise ValueError(f"distill_classes must be 'all' or 'wbc', got {config.distill_classes!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -336,10 +343,7 @@ def train(
             weights = torch.tensor(config.class_weights, dtype=torch.float32)
         else:
             weights = class_weights(class_pixel_counts(train_set))
-    if config.distill < 0:
-        raise ValueError(f"distill must be >= 0, got {config.distill}")
-    if config.distill_where not in ("all", "unlabelled"):
-        raise ValueError(f"distill_where must be 'all' or 'unlabelled', got {config.distill_where!r}")
+    kept_classes = torch.tensor([int(c) for c in WBC_CLASSES]) if config.distill_classes == "wbc" else None
     teacher = None
     if config.distill > 0:
         if not config.init:
@@ -411,7 +415,7 @@ def train(
                     with torch.no_grad():
                         kept = teacher(x)
                     where = masks >= NUM_CLASSES if config.distill_where == "unlabelled" else None
-                    loss = loss + config.distill * distillation_loss(logits, kept, where)
+                    loss = loss + config.distill * distillation_loss(logits, kept, where, kept_classes)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
