@@ -2,6 +2,10 @@
 sources (see napari_bloodseg.realfields / fieldlabels), rescaled to the training scale.
 
     python scripts/make_real_pairs.py --out work_data/realpairs [--data ../shared/data] [--max-per-source 300]
+        [--open-plasma-glass wbc_rpi]
+
+--open-plasma-glass: sources whose wide stretches between cells are labelled glass however pale
+(fieldlabels.derive_labels); the shipped model of session 29 was trained with wbc_rpi so labelled.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from napari_bloodseg.realfields import TRAINABLE, read_fields
 
 
 def _one(args):
-    field, out = args
+    field, out, open_plasma = args
     stem = f"{field.source}_{field.name}"
     if (out / "masks" / f"{stem}.png").is_file():
         return stem, "exists"
     try:
-        rgb, mask = field_pair(field)
+        rgb, mask = field_pair(field, open_plasma_is_glass=open_plasma)
     except Exception as e:  # noqa: BLE001 - one bad field must not stop the run
         return stem, f"skipped: {e}"
     if (mask < 10).sum() < 0.05 * mask.size:
@@ -39,6 +43,8 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="the shared data folder (default: ../shared/data)")
     ap.add_argument("--max-per-source", type=int, default=300, help="fields per source, evenly spread (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default %(default)s)")
+    ap.add_argument("--open-plasma-glass", nargs="+", default=[], choices=TRAINABLE, metavar="SOURCE",
+                    help="sources whose open plasma between cells is labelled glass, however pale (e.g. wbc_rpi)")
     args = ap.parse_args()
     out = Path(args.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -47,7 +53,7 @@ def main() -> None:
     for src in TRAINABLE:
         fields = read_fields(src, args.data, splits=("train",))
         idx = np.linspace(0, len(fields) - 1, min(len(fields), args.max_per_source)).round().astype(int)
-        jobs += [(fields[i], out) for i in sorted(set(idx.tolist()))]
+        jobs += [(fields[i], out, src in args.open_plasma_glass) for i in sorted(set(idx.tolist()))]
     with Pool(args.jobs) as pool:
         for n, (stem, status) in enumerate(pool.imap_unordered(_one, jobs, chunksize=4)):
             if status != "ok":

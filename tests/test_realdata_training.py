@@ -164,6 +164,36 @@ def test_glass_enclosed_by_pale_rims_is_background_and_rim_centres_are_cells():
     assert (lab[truth == 0] == BloodClass.HEALTHY_RBC).mean() < 0.02
 
 
+
+def test_pale_open_plasma_is_glass_only_when_asked():
+    """On pale fields (wbc_rpi's Pi camera) the plasma is hardly clearer than the cells: hardly any
+    pixel passes the 'clearly clear' glass threshold, yet a stretch open over several RBC areas is
+    glass when ``open_plasma_is_glass`` asks for it, and the cells stay cells."""
+    from scipy import ndimage as ndi
+    from skimage.draw import disk
+
+    d, size = 36.0, 300
+    rng = np.random.default_rng(0)
+    # grainy pink plasma, its grain as strong as the cells' faint rims
+    img = np.full((size, size, 3), (205, 170, 195), np.float32) + rng.normal(0, 12, (size, size, 1))
+    truth = np.zeros((size, size), np.uint8)
+    for c in rng.uniform(30, 270, size=(8, 2)).astype(int):
+        truth[disk(tuple(c), d / 2, shape=truth.shape)] = 1
+        rim = np.zeros_like(truth, bool)
+        rim[disk(tuple(c), d / 2, shape=truth.shape)] = True
+        rim[disk(tuple(c), d / 2 - 5, shape=truth.shape)] = False
+        img[rim] = (170, 135, 165)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    far = ndi.distance_transform_edt(truth == 0) > 8
+    plain = derive_labels(img, [], [], d)
+    wide = derive_labels(img, [], [], d, open_plasma_is_glass=True)
+    assert (plain[far] == BloodClass.BACKGROUND).mean() < 0.5
+    assert (wide[far] == BloodClass.BACKGROUND).mean() > 0.8
+    assert (wide[truth == 1] == BloodClass.BACKGROUND).mean() < 0.05
+    # only unlabelled or glass pixels change: the rule adds glass and takes nothing else
+    changed = plain != wide
+    assert (wide[changed] == BloodClass.BACKGROUND).all()
+
 # ----------------------------------------------------------------------------- real sources
 def test_real_field_splits_never_mix(shared_data):
     from napari_bloodseg.bank.store import assign_split

@@ -65,10 +65,13 @@ def _fill_cell_centres(fg: np.ndarray, d: float) -> tuple[np.ndarray, np.ndarray
 
 
 def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = TRAIN_RBC_DIAMETER,
-                  threshold_outside_boxes: bool = False) -> np.ndarray:
+                  threshold_outside_boxes: bool = False, open_plasma_is_glass: bool = False) -> np.ndarray:
     """Partial class map of an RGB field at RBC diameter ``d`` px with its WBC boxes (see module doc).
     ``threshold_outside_boxes``: the cell/glass threshold from the pixels outside the WBC boxes only
-    (for fields a WBC fills a good part of, where it would otherwise split WBC from RBCs)."""
+    (for fields a WBC fills a good part of, where it would otherwise split WBC from RBCs).
+    ``open_plasma_is_glass``: every stretch between cells open over more than two RBC areas is glass,
+    however pale (for pale sources such as wbc_rpi, whose plasma is hardly clearer than its cells; on
+    BCCD it would call pale rimless RBCs glass, so it is off unless asked for)."""
     h, w = rgb.shape[:2]
     out = np.full((h, w), IGNORE_INDEX, np.uint8)
     dark = rgb.max(-1) < 35  # eyepiece vignette and black frame: neither glass nor cells
@@ -92,7 +95,13 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     fg, enclosed = _fill_cell_centres(fg, d)
     # glass only where clearly clear: pale cells lie between glass and the threshold (left unlabelled);
     # glass enclosed by a ring of touching cells is glass too, however pale the field
-    glass = ndi.binary_erosion(((total < 0.45 * t) & ~fg | enclosed) & valid, iterations=max(2, int(0.08 * d)))
+    glass = (total < 0.45 * t) & ~fg | enclosed
+    if open_plasma_is_glass:
+        open_ = measure.label(~fg & ~enclosed & valid)
+        sizes = np.bincount(open_.ravel())
+        sizes[0] = 0
+        glass |= sizes[open_] > 2 * np.pi * (d / 2) ** 2
+    glass = ndi.binary_erosion(glass & valid, iterations=max(2, int(0.08 * d)))
     out[glass | ndi.binary_erosion(dark, iterations=3)] = BloodClass.BACKGROUND
     # nuclei and platelet granules absorb red; RBCs hardly do
     red = od[..., 0]
@@ -127,8 +136,10 @@ def derive_labels(rgb: np.ndarray, wbc_boxes: list, wbc_types: list, d: float = 
     return out
 
 
-def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB, partial class map) of a real field rescaled to RBC diameter ``d`` (see module doc)."""
+def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER,
+               open_plasma_is_glass: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB, partial class map) of a real field rescaled to RBC diameter ``d`` (see module doc;
+    ``open_plasma_is_glass`` as in :func:`derive_labels`)."""
     if not field.rbc_diameter:
         raise ValueError(f"{field.source}:{field.name} has no RBC diameter to rescale by")
     from .infer import _resize_uint8
@@ -142,14 +153,15 @@ def field_pair(field: RealField, d: float = TRAIN_RBC_DIAMETER) -> tuple[np.ndar
     boxes = [tuple(v * s for v in b) for b in field.wbc_boxes]
     true = field.wbc_mask()
     if true is None:
-        return rgb, derive_labels(rgb, boxes, field.wbc_types, d)
+        return rgb, derive_labels(rgb, boxes, field.wbc_types, d, open_plasma_is_glass=open_plasma_is_glass)
     if true.shape != (nh, nw):
         true = _resize_uint8(true.astype(np.uint8) * 255, nh, nw, smooth=True) > 127
     if not true.any():
         raise ValueError(f"{field.source}:{field.name}: its WBC mask is empty")
     rows, cols = np.nonzero(true)
     box = (float(rows.min()), float(cols.min()), float(rows.max() + 1), float(cols.max() + 1))
-    out = derive_labels(rgb, [*boxes, box], [*field.wbc_types, None], d, threshold_outside_boxes=True)
+    out = derive_labels(rgb, [*boxes, box], [*field.wbc_types, None], d, threshold_outside_boxes=True,
+                        open_plasma_is_glass=open_plasma_is_glass)
     y0, x0, y1, x1 = _loose_box(box, d, out.shape)  # the WBC derive_labels extracted there gives way to the mask
     region = out[y0:y1, x0:x1]
     region[region == SOME_WBC] = IGNORE_INDEX
