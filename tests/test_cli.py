@@ -263,7 +263,7 @@ def test_the_pixel_size_stored_in_a_tiff_gives_the_rbc_diameter(tmp_path, tiny_c
 
 def test_segment_tightens_wbcs_unless_the_raw_map_is_asked_for(tmp_path):
     from napari_bloodseg.classes import WBC_CLASSES
-    from napari_bloodseg.infer import WBC_MIN_PROB, Segmenter
+    from napari_bloodseg.infer import PLATELET_MIN_PROB, WBC_MIN_PROB, Segmenter
     from napari_bloodseg.postprocess import tighten_wbcs
 
     img = tmp_path / "smear.png"
@@ -273,12 +273,15 @@ def test_segment_tightens_wbcs_unless_the_raw_map_is_asked_for(tmp_path):
     raw = iio.imread(tmp_path / "raw" / "smear_labels.png")
     tight = iio.imread(tmp_path / "tight" / "smear_labels.png")
     wbc = np.isin(raw, [int(c) for c in WBC_CLASSES])
+    platelet = np.isin(raw, [6, 7])
     assert wbc.any() and not np.array_equal(raw, tight)
-    # the tightening: the WBC-probability threshold, then the opening and rim of postprocess.tighten_wbcs
-    sure = Segmenter.from_file(None, device="cpu", tighten_wbcs=False, wbc_min_prob=WBC_MIN_PROB)
+    # the tightening: the WBC- and platelet-probability thresholds, then the opening and rim of
+    # postprocess.tighten_wbcs
+    sure = Segmenter.from_file(None, device="cpu", tighten_wbcs=False, wbc_min_prob=WBC_MIN_PROB,
+                               platelet_min_prob=PLATELET_MIN_PROB)
     thresholded = sure.segment(iio.imread(img), rbc_diameter=36.0).labels
     assert not np.array_equal(raw, thresholded) and np.array_equal(tight, tighten_wbcs(thresholded, 36.0))
-    assert np.array_equal(raw[~wbc], tight[~wbc])  # only WBC pixels change
+    assert np.array_equal(raw[~wbc & ~platelet], tight[~wbc & ~platelet])  # only WBC and platelet pixels change
 
 
 def test_shared_scale_segments_every_image_at_the_median_estimate(tmp_path, tiny_checkpoint, capsys):

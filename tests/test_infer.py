@@ -8,7 +8,9 @@ from napari_bloodseg.render import render_smear
 
 @pytest.fixture(scope="module")
 def tiny(tiny_checkpoint):
-    return Segmenter.from_file(tiny_checkpoint, device="cpu")
+    # an untrained net is unsure everywhere: the platelet threshold would turn its platelet pixels
+    # to glass or RBC, and these tests are about tiling, not about that rule
+    return Segmenter.from_file(tiny_checkpoint, device="cpu", platelet_min_prob=0.0)
 
 
 def test_prepare_image_conversions():
@@ -83,6 +85,28 @@ def test_weak_wbc_pixels_take_their_best_other_class():
     with pytest.raises(ValueError, match="wbc_min_prob"):
         Segmenter.from_file(None, device="cpu", wbc_min_prob=1.0)
 
+
+
+def test_weak_platelet_pixels_go_to_glass_or_rbc():
+    """A pixel whose arg-max is a platelet class but whose two platelet classes together hold less
+    than the threshold becomes its best of glass, infected and healthy RBC (never a WBC); a firm
+    platelet keeps its class; the WBC threshold runs first, so a weak WBC pixel that falls to a
+    weak platelet ends on glass or RBC."""
+    p = np.full((10, 1, 4), 0.01, np.float32)
+    p[[6, 3, 9], 0, 0] = [0.45, 0.30, 0.16]  # thrombocyte wins, platelets hold 0.46: best of glass/RBC is RBC
+    p[[6, 7], 0, 1] = [0.60, 0.30]  # platelets hold 0.90: stays thrombocyte
+    p[[7, 0], 0, 2] = [0.50, 0.42]  # clump wins, platelets hold 0.51: glass
+    p[[3, 6, 0], 0, 3] = [0.36, 0.34, 0.22]  # weak neutrophil → thrombocyte (weak) → glass
+    p /= p.sum(0, keepdims=True)
+    wsum = np.full((1, 4), 2.0, np.float32)
+    labels, conf = np.zeros((1, 4), np.uint8), np.zeros((1, 4), np.uint8)
+    Segmenter._flush(p * wsum, wsum, labels, conf, 0, 1, 0.75, 0.8)
+    assert labels.tolist() == [[9, 6, 0, 0]]
+    assert conf[0, 0] == np.uint8(p[9, 0, 0] * 255 + 0.5)
+    Segmenter._flush(p * wsum, wsum, labels, conf, 0, 1, 0.75, 0.0)
+    assert labels.tolist() == [[6, 6, 7, 6]]
+    with pytest.raises(ValueError, match="platelet_min_prob"):
+        Segmenter.from_file(None, device="cpu", platelet_min_prob=1.0)
 
 def test_threshold_trims_the_fat_wbc_edge_on_the_default_model():
     """On a rendered field the default model's WBCs shrink a little (the mixed edge goes): every
@@ -260,8 +284,8 @@ def test_tta_averages_the_transformed_predictions(mode, ops):
 
 def test_tta_in_segmenter_and_bad_value(tiny_checkpoint):
     img = render_smear((240, 250), seed=4).image
-    plain = Segmenter.from_file(tiny_checkpoint, device="cpu").segment(img, rbc_diameter=36.0)
-    d4 = Segmenter.from_file(tiny_checkpoint, device="cpu", tta="d4").segment(img, rbc_diameter=36.0)
+    plain = Segmenter.from_file(tiny_checkpoint, device="cpu", platelet_min_prob=0.0).segment(img, rbc_diameter=36.0)
+    d4 = Segmenter.from_file(tiny_checkpoint, device="cpu", tta="d4", platelet_min_prob=0.0).segment(img, rbc_diameter=36.0)
     assert d4.labels.shape == plain.labels.shape == img.shape[:2]
     assert (d4.confidence != plain.confidence).any()  # averaged probabilities, not the plain pass
     with pytest.raises(ValueError, match="allowed: none, flip, d4"):

@@ -341,7 +341,7 @@ def test_segment_widget_takes_the_pixel_size_stored_in_the_opened_tiff(make_napa
 
 def test_segment_widget_tightens_wbc_outlines_unless_unticked(make_napari_viewer, qtbot):
     from napari_bloodseg.classes import WBC_CLASSES
-    from napari_bloodseg.infer import WBC_MIN_PROB, Segmenter
+    from napari_bloodseg.infer import PLATELET_MIN_PROB, WBC_MIN_PROB, Segmenter
     from napari_bloodseg.postprocess import tighten_wbcs
     from napari_bloodseg.widgets.segment import SegmentWidget
 
@@ -359,10 +359,12 @@ def test_segment_widget_tightens_wbc_outlines_unless_unticked(make_napari_viewer
         maps.append(np.asarray(_labels_layers(viewer)[-1].data).copy())
     tight, raw = maps
     assert np.isin(raw, [int(c) for c in WBC_CLASSES]).any() and not np.array_equal(tight, raw)
-    # unticked: the network's arg-max; ticked: the WBC-probability threshold, then the opening and rim
+    # unticked: the network's arg-max; ticked: the WBC- and platelet-probability thresholds, then the
+    # opening and rim
     image = np.asarray(viewer.layers[0].data)
     assert np.array_equal(raw, Segmenter.from_file(None, device="cpu", tighten_wbcs=False).segment(image, 36.0).labels)
-    sure = Segmenter.from_file(None, device="cpu", tighten_wbcs=False, wbc_min_prob=WBC_MIN_PROB)
+    sure = Segmenter.from_file(None, device="cpu", tighten_wbcs=False, wbc_min_prob=WBC_MIN_PROB,
+                               platelet_min_prob=PLATELET_MIN_PROB)
     assert np.array_equal(tight, tighten_wbcs(sure.segment(image, 36.0).labels, 36.0))
 
 

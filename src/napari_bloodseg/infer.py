@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 from skimage import filters, measure, morphology, transform
 
 from .checkpoint import ModelInfo, load_checkpoint
-from .classes import NOT_WBC, NUM_CLASSES, PARTIAL_LABELS
+from .classes import NOT_WBC, NUM_CLASSES, PARTIAL_LABELS, BloodClass
 from .model import TILE, UNet
 from .postprocess import WBC_IDS, tighten_wbcs
 from .steps import drain
@@ -413,25 +413,32 @@ class Prepared:
 
 WBC_MIN_PROB = 0.75  # a pixel is WBC only where the WBC classes together hold this much probability
 _NOT_WBC_IDS = np.array(PARTIAL_LABELS[NOT_WBC])
+PLATELET_MIN_PROB = 0.8  # a pixel is a platelet (single or clump) only where those two classes hold this much
+_PLATELET_IDS = np.array([int(BloodClass.THROMBOCYTE), int(BloodClass.PLATELET_CLUMP)])
+_GLASS_OR_RBC_IDS = np.array([int(BloodClass.BACKGROUND), int(BloodClass.INFECTED_RBC), int(BloodClass.HEALTHY_RBC)])
 
 
-def _demote_weak_wbc(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.ndarray, min_prob: float) -> None:
-    """Pixels whose arg-max is a WBC type but whose WBC classes together hold less than ``min_prob``
-    of the (blend-weighted) probability take their best other class, in place. The network draws
-    WBCs fat: where a WBC touches an RBC or glass its edge is a half-WBC, half-other mixture that
-    the arg-max of ten classes hands to the WBC (real-field benchmark, WBC Dice on expert masks at
-    the given scale, 0.65 / 0.75 / 0.85: BCCD 0.877 → 0.891 / 0.902 / 0.911, Zheng DS1 0.906 →
-    0.921 / 0.931 / 0.922, DS2 0.919 → 0.921 / 0.922 / 0.920; WBC types unchanged)."""
-    rows, cols = np.nonzero((lab >= WBC_IDS.min()) & (lab <= WBC_IDS.max()))
+def _demote_weak(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.ndarray, ids: np.ndarray,
+                 others: np.ndarray, min_prob: float) -> None:
+    """Pixels whose arg-max is one of ``ids`` but whose ``ids`` together hold less than ``min_prob`` of
+    the (blend-weighted) probability take their best class of ``others``, in place.
+
+    WBCs (``WBC_MIN_PROB``): the network draws WBCs fat; where a WBC touches an RBC or glass its edge
+    is a half-WBC, half-other mixture that the arg-max of ten classes hands to the WBC (real-field
+    benchmark, WBC Dice on expert masks at the given scale, 0.65 / 0.75 / 0.85: BCCD 0.877 → 0.891 /
+    0.902 / 0.911, Zheng DS1 0.906 → 0.921 / 0.931 / 0.922, DS2 0.919 → 0.921 / 0.922 / 0.920; WBC
+    types unchanged). Platelets (``PLATELET_MIN_PROB``, to glass or RBC): slivers along RBC rims and
+    faint specks on the glass that the arg-max calls platelets (model card, session 29)."""
+    rows, cols = np.nonzero(np.isin(lab, ids))
     if not len(rows):
         return
-    weak = p[WBC_IDS[:, None], rows, cols].sum(0) < min_prob * wsum[rows, cols]  # only these pixels are read
+    weak = p[ids[:, None], rows, cols].sum(0) < min_prob * wsum[rows, cols]  # only these pixels are read
     rows, cols = rows[weak], cols[weak]
     if not len(rows):
         return
-    rest = p[_NOT_WBC_IDS[:, None], rows, cols]
+    rest = p[others[:, None], rows, cols]
     k = rest.argmax(0)
-    lab[rows, cols] = _NOT_WBC_IDS[k]
+    lab[rows, cols] = others[k]
     best[rows, cols] = rest[k, np.arange(len(k))]
 
 
@@ -453,6 +460,7 @@ class Segmenter:
         backend: str | Backend = Backend.AUTO,
         tighten_wbcs: bool = True,
         wbc_min_prob: float | None = None,
+        platelet_min_prob: float | None = None,
     ):
         self.tta = _tta_mode(tta)
         self.scale_method = _scale_method(scale_method)
@@ -475,6 +483,10 @@ class Segmenter:
         self.wbc_min_prob = (WBC_MIN_PROB if tighten_wbcs else 0.0) if wbc_min_prob is None else float(wbc_min_prob)
         if not 0 <= self.wbc_min_prob < 1:
             raise ValueError(f"wbc_min_prob must be in [0, 1), got {wbc_min_prob}")
+        self.platelet_min_prob = ((PLATELET_MIN_PROB if tighten_wbcs else 0.0) if platelet_min_prob is None
+                                  else float(platelet_min_prob))
+        if not 0 <= self.platelet_min_prob < 1:
+            raise ValueError(f"platelet_min_prob must be in [0, 1), got {platelet_min_prob}")
         # the automatic scale's windows: always TILE, the size model was fitted on windows of that size
         self.scale_window = TILE
         self._mean = torch.tensor(info.mean, dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
@@ -606,7 +618,7 @@ class Segmenter:
         for y in ys:
             shift = y - band0
             if shift:
-                self._flush(acc, wsum, labels, conf, band0, shift, self.wbc_min_prob)
+                self._flush(acc, wsum, labels, conf, band0, shift, self.wbc_min_prob, self.platelet_min_prob)
                 acc[:, : th - shift] = acc[:, shift:]
                 acc[:, th - shift :] = 0
                 wsum[: th - shift] = wsum[shift:]
@@ -621,11 +633,13 @@ class Segmenter:
                     acc[:, :, x : x + tw] += p
                 done += len(bx)
                 yield done, total
-        self._flush(acc, wsum, labels, conf, band0, min(th, ph - band0), self.wbc_min_prob)
+        self._flush(acc, wsum, labels, conf, band0, min(th, ph - band0), self.wbc_min_prob,
+                    self.platelet_min_prob)
         return labels[:h, :w], conf[:h, :w]
 
     @staticmethod
-    def _flush(acc, wsum, labels, conf, row0: int, n: int, wbc_min_prob: float = 0.0) -> None:
+    def _flush(acc, wsum, labels, conf, row0: int, n: int, wbc_min_prob: float = 0.0,
+               platelet_min_prob: float = 0.0) -> None:
         """Reduce the band's first ``n`` rows to labels and confidence (those rows of ``acc`` are spent)."""
         # one pass per class for both the arg-max and the max (numpy's argmax over the class axis
         # strides across memory: 3x slower); the blend weights are shared by all classes, so they
@@ -637,7 +651,9 @@ class Segmenter:
             lab[p[c] > best] = c  # strict: ties keep the lower class, as argmax does
             np.maximum(best, p[c], out=best)
         if wbc_min_prob > 0:
-            _demote_weak_wbc(p, wsum[:n], lab, best, wbc_min_prob)
+            _demote_weak(p, wsum[:n], lab, best, WBC_IDS, _NOT_WBC_IDS, wbc_min_prob)
+        if platelet_min_prob > 0:  # after the WBCs: a weak WBC pixel may have become a platelet
+            _demote_weak(p, wsum[:n], lab, best, _PLATELET_IDS, _GLASS_OR_RBC_IDS, platelet_min_prob)
         labels[row0 : row0 + n] = lab
         best /= np.maximum(wsum[:n], 1e-8)
         best *= 255

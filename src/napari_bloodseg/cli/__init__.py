@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--raw-map", action="store_true",
                    help="write the class map as the network draws it (its arg-max): no tightening of the WBCs (by "
                         "default a pixel is WBC only where the WBC classes hold 75 %% of the probability, and thin "
-                        "WBC-class spurs and a rim of 0.04 RBC diameters are given to the neighbouring class)")
+                        "WBC-class spurs and a rim of 0.04 RBC diameters are given to the neighbouring class; a pixel "
+                        "is a platelet only where the platelet classes hold 80 %% of it, else glass or RBC)")
     s.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="224 px tiles per forward pass; larger is faster on a GPU, needs more memory (default: %(default)s)")
     s.add_argument("--tta", default="none", choices=["none", "flip", "d4"],

@@ -137,7 +137,9 @@ class SegmentWidget(WorkerDock, Container):
             tooltip="The model draws white cells a little large, with thin spurs along the red cells touching "
             "them: a pixel is white cell only where the model is at least 75 % sure it is one, and spurs "
             "thinner than half an RBC diameter and a rim of 0.04 RBC diameters are trimmed (their pixels "
-            "take the neighbouring class). Untick for the model's map as drawn",
+            "take the neighbouring class); a pixel is platelet only where the model is at least 80 % sure "
+            "(faint slivers along red-cell rims go to the red cell or the glass). Untick for the model's map "
+            "as drawn",
         )
         self._run = PushButton(text="Segment")
         self._run_all = PushButton(
