@@ -262,7 +262,7 @@ def test_the_pixel_size_stored_in_a_tiff_gives_the_rbc_diameter(tmp_path, tiny_c
 
 
 def test_segment_tightens_wbcs_unless_the_raw_map_is_asked_for(tmp_path):
-    from napari_bloodseg.classes import WBC_CLASSES
+    from napari_bloodseg.classes import WBC_CLASSES, BloodClass
     from napari_bloodseg.infer import PLATELET_MIN_PROB, WBC_MIN_PROB, Segmenter
     from napari_bloodseg.postprocess import tighten_wbcs
 
@@ -273,7 +273,7 @@ def test_segment_tightens_wbcs_unless_the_raw_map_is_asked_for(tmp_path):
     raw = iio.imread(tmp_path / "raw" / "smear_labels.png")
     tight = iio.imread(tmp_path / "tight" / "smear_labels.png")
     wbc = np.isin(raw, [int(c) for c in WBC_CLASSES])
-    platelet = np.isin(raw, [6, 7])
+    platelet = np.isin(raw, [int(BloodClass.THROMBOCYTE), int(BloodClass.PLATELET_CLUMP)])
     assert wbc.any() and not np.array_equal(raw, tight)
     # the tightening: the WBC- and platelet-probability thresholds, then the opening and rim of
     # postprocess.tighten_wbcs

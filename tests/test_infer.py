@@ -86,7 +86,6 @@ def test_weak_wbc_pixels_take_their_best_other_class():
         Segmenter.from_file(None, device="cpu", wbc_min_prob=1.0)
 
 
-
 def test_weak_platelet_pixels_go_to_glass_or_rbc():
     """A pixel whose arg-max is a platelet class but whose two platelet classes together hold less
     than the threshold becomes its best of glass, infected and healthy RBC (never a WBC); a firm
@@ -107,6 +106,7 @@ def test_weak_platelet_pixels_go_to_glass_or_rbc():
     assert labels.tolist() == [[6, 6, 7, 6]]
     with pytest.raises(ValueError, match="platelet_min_prob"):
         Segmenter.from_file(None, device="cpu", platelet_min_prob=1.0)
+
 
 def test_threshold_trims_the_fat_wbc_edge_on_the_default_model():
     """On a rendered field the default model's WBCs shrink a little (the mixed edge goes): every

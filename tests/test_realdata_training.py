@@ -164,7 +164,6 @@ def test_glass_enclosed_by_pale_rims_is_background_and_rim_centres_are_cells():
     assert (lab[truth == 0] == BloodClass.HEALTHY_RBC).mean() < 0.02
 
 
-
 def test_pale_open_plasma_is_glass_only_when_asked():
     """On pale fields (wbc_rpi's Pi camera) the plasma is hardly clearer than the cells: hardly any
     pixel passes the 'clearly clear' glass threshold, yet a stretch open over several RBC areas is

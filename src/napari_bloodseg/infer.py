@@ -416,12 +416,14 @@ _NOT_WBC_IDS = np.array(PARTIAL_LABELS[NOT_WBC])
 PLATELET_MIN_PROB = 0.8  # a pixel is a platelet (single or clump) only where those two classes hold this much
 _PLATELET_IDS = np.array([int(BloodClass.THROMBOCYTE), int(BloodClass.PLATELET_CLUMP)])
 _GLASS_OR_RBC_IDS = np.array([int(BloodClass.BACKGROUND), int(BloodClass.INFECTED_RBC), int(BloodClass.HEALTHY_RBC)])
+assert all(np.array_equal(i, np.arange(i[0], i[-1] + 1)) for i in (WBC_IDS, _PLATELET_IDS))  # see _demote_weak
 
 
 def _demote_weak(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.ndarray, ids: np.ndarray,
                  others: np.ndarray, min_prob: float) -> None:
-    """Pixels whose arg-max is one of ``ids`` but whose ``ids`` together hold less than ``min_prob`` of
-    the (blend-weighted) probability take their best class of ``others``, in place.
+    """Pixels whose arg-max is one of ``ids`` (consecutive class ids) but whose ``ids`` together hold
+    less than ``min_prob`` of the (blend-weighted) probability take their best class of ``others``,
+    in place.
 
     WBCs (``WBC_MIN_PROB``): the network draws WBCs fat; where a WBC touches an RBC or glass its edge
     is a half-WBC, half-other mixture that the arg-max of ten classes hands to the WBC (real-field
@@ -429,7 +431,7 @@ def _demote_weak(p: np.ndarray, wsum: np.ndarray, lab: np.ndarray, best: np.ndar
     0.902 / 0.911, Zheng DS1 0.906 → 0.921 / 0.931 / 0.922, DS2 0.919 → 0.921 / 0.922 / 0.920; WBC
     types unchanged). Platelets (``PLATELET_MIN_PROB``, to glass or RBC): slivers along RBC rims and
     faint specks on the glass that the arg-max calls platelets (model card, session 29)."""
-    rows, cols = np.nonzero(np.isin(lab, ids))
+    rows, cols = np.nonzero((lab >= ids[0]) & (lab <= ids[-1]))  # ids are one run of class ids
     if not len(rows):
         return
     weak = p[ids[:, None], rows, cols].sum(0) < min_prob * wsum[rows, cols]  # only these pixels are read
