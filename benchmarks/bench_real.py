@@ -3,7 +3,7 @@
 
     python benchmarks/bench_real.py [--model CKPT] [--data DIR] [--out real.json] [--sheet DIR]
                                     [--per-source N] [--sources a,b] [--tta none] [--quick]
-                                    [--tile PX] [--shared-batch B]
+                                    [--tile PX] [--shared-batch B] [--camera phone]
 
 For every source of napari_bloodseg.realfields (held-out fields only; an evenly spread subset,
 stratified by WBC type for wbc_rpi) each field is segmented at automatic and at given (truth) RBC
@@ -12,7 +12,9 @@ shared scale, the median of the run's automatic estimates (``bloodseg segment --
 Writes one JSON ``{"model": ..., "tile": px, "sources": {NAME: {METRIC_auto: v, METRIC_given: v,
 METRIC_shared: v, ..., "n": N}}, "seconds": s}``,
 a picture sheet per source (``<sheet>/<source>.png``: image | auto | given | shared overlay) and
-prints a table. The default subset sizes take about 10 minutes on 2 CPU cores.
+prints a table. The default subset sizes take about 10 minutes on 2 CPU cores. ``--camera phone``
+scores the same fields as a phone through the eyepiece would take them (realmetrics.phone_camera:
+light fall-off, warm cast, noise, JPEG 40; the truth unchanged): robustness to cheap cameras.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ TABLE = [  # (column, metric key)
 
 
 def run_source(segmenter, source: str, data: Path, per_source: int | None, sheet_dir: Path | None,
-               shared_batch: int | None = realmetrics.SHARED_BATCH) -> dict:
+               shared_batch: int | None = realmetrics.SHARED_BATCH, camera: str = "none") -> dict:
     """Metrics of one source (and its sheet PNG in ``sheet_dir``)."""
     sheet = sheet_dir / f"{source}.png" if sheet_dir is not None else None
-    return realmetrics.evaluate_source(segmenter, source, data, per_source, sheet, log=print, shared_batch=shared_batch)
+    return realmetrics.evaluate_source(segmenter, source, data, per_source, sheet, log=print, shared_batch=shared_batch,
+                                       camera=realmetrics.CAMERAS[camera])
 
 
 def format_table(result: dict) -> str:
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shared-batch", type=int, default=realmetrics.SHARED_BATCH,
                     help="also segment runs of this many fields (name order) at one shared scale, the median of their "
                          "automatic estimates (keys METRIC_shared); 0: not (default: %(default)s)")
+    ap.add_argument("--camera", default="none", choices=sorted(realmetrics.CAMERAS),
+                    help="score the fields as this camera takes them: 'phone' = through the eyepiece (light fall-off, "
+                         "warm cast, noise, JPEG 40); default: as recorded")
     args = ap.parse_args(argv)
 
     from napari_bloodseg.infer import Segmenter
@@ -100,10 +106,11 @@ def main(argv: list[str] | None = None) -> dict:
     seg = Segmenter.from_file(args.model, args.device, tta=args.tta, backend=args.backend,
                               **({"tile": args.tile} if args.tile else {}))
     result: dict = {"model": str(args.model) if args.model else "default", "tile": seg.tile, "backend": seg.backend_text,
-                    "sources": {}, "seconds": 0.0}
+                    **({"camera": args.camera} if args.camera != "none" else {}), "sources": {}, "seconds": 0.0}
     for s in sources:
         print(f"{s} ...", flush=True)
-        result["sources"][s] = run_source(seg, s, data, per_source, sheet_dir, args.shared_batch or None)
+        result["sources"][s] = run_source(seg, s, data, per_source, sheet_dir, args.shared_batch or None,
+                                          args.camera)
         print(f"  {result['sources'][s]}", flush=True)
     result["seconds"] = round(time.perf_counter() - t0, 4)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -202,6 +202,27 @@ def test_bench_real_two_sources_shipped_model(tmp_path):
         assert png.is_file() and 0 < png.stat().st_size < 1_500_000
 
 
+@pytest.mark.skipif(not default_data_dir().is_dir(), reason="../shared/data is not present")
+def test_a_camera_sees_every_scored_field_and_leaves_the_truth_alone(tmp_path):
+    seen = []
+
+    def blank(rgb, name):  # a camera that records nothing but glass
+        seen.append(name)
+        return np.full_like(rgb, 235)
+
+    plain = rm.evaluate_source(_shipped(), "bccd", per_source=2, shared_batch=None)
+    blanked = rm.evaluate_source(_shipped(), "bccd", per_source=2, shared_batch=None, camera=blank)
+    assert len(seen) == 2 and plain["wbc_found_given"] > 0 and blanked["wbc_found_given"] == 0
+    phone = rm.phone_camera(np.full((40, 60, 3), 220, np.uint8), seen[0])
+    assert np.array_equal(phone, rm.phone_camera(np.full((40, 60, 3), 220, np.uint8), seen[0]))
+    bench = _load_script()
+    out = bench.main(["--sources", "zheng2", "--per-source", "1", "--shared-batch", "0", "--camera", "phone",
+                      "--out", str(tmp_path / "phone.json")])
+    assert out["camera"] == "phone" and out["sources"]["zheng2"]["n"] == 1
+    with pytest.raises(SystemExit):
+        bench.main(["--camera", "fisheye", "--out", str(tmp_path / "x.json")])
+
+
 # Floors well under what the shipped model measures on these fields (see MODEL_CARD.md), so that a
 # model or scale regression on any source fails here: (source, metric at automatic scale, bound).
 GUARDS = [

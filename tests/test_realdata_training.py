@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, zoom
+from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, cheap_camera, zoom
 from napari_bloodseg.classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, WBC_CLASSES, BloodClass
 from napari_bloodseg.fieldlabels import derive_labels
 from napari_bloodseg.losses import PartialCrossEntropy
@@ -100,6 +100,21 @@ def test_appearance_tints_glass_only_where_the_mask_says_glass():
         left, right = out[:, :20].astype(float).mean((0, 1)), out[:, 44:].astype(float).mean((0, 1))
         diffs.append(np.abs(left - right).max())
     assert max(diffs) > 5  # the same grey differs between glass and cell once the glass is tinted
+
+
+def test_cheap_camera_darkens_corners_warms_and_compresses():
+    img = np.full((120, 160, 3), 200, np.uint8)
+    a = cheap_camera(img, np.random.default_rng(0))
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert np.array_equal(a, cheap_camera(img, np.random.default_rng(0)))  # the same field looks the same for every model
+    assert not np.array_equal(a, cheap_camera(img, np.random.default_rng(1)))  # only the noise is drawn
+    f = a.astype(float)
+    centre, corner = f[50:70, 70:90].mean(), f[:8, :8].mean()
+    assert corner < 0.7 * centre  # light falls off toward the corners
+    assert f[50:70, 70:90, 0].mean() > f[50:70, 70:90, 2].mean() + 20  # a warm cast on grey glass
+    assert 0.5 < f[50:70, 70:90, 1].std() < 8  # sensor noise, most of it smoothed away by the JPEG
+    with pytest.raises(ValueError, match="uint8"):
+        cheap_camera(img.astype(np.float32), np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------- derived labels

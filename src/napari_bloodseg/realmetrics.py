@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .realfields import RealField
 
 Cells = tuple[np.ndarray, list["CellRecord"]]  # find_cells output: instance map and records
+Camera = Callable[[np.ndarray, str], np.ndarray]  # (field image, field name) -> the image as another camera takes it
 
 _WBC_IDS = tuple(int(c) for c in WBC_CLASSES)
 _RBC_IDS = tuple(int(c) for c in RBC_CLASSES)
@@ -205,6 +206,19 @@ def false_infected_rate(records: Sequence[CellRecord]) -> float | None:
 def scale_error(estimate: float, truth: float) -> float:
     """|estimate / truth - 1|."""
     return abs(estimate / truth - 1.0)
+
+
+def phone_camera(rgb: np.ndarray, name: str) -> np.ndarray:
+    """A :data:`Camera`: the field as a phone through the eyepiece takes it (augment.cheap_camera),
+    its noise seeded by the field's name, so every model sees the same pictures."""
+    import zlib
+
+    from .augment import cheap_camera
+
+    return cheap_camera(rgb, np.random.default_rng(zlib.crc32(name.encode())))
+
+
+CAMERAS: dict[str, Camera | None] = {"none": None, "phone": phone_camera}
 
 
 def shared_diameters(names: Sequence[str], estimates: Sequence[float], batch: int = SHARED_BATCH) -> list[float]:
@@ -467,7 +481,8 @@ class _SheetRow:
 
 def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None = None,
                     per_source: int | None = None, sheet: str | Path | None = None,
-                    log: Callable[[str], None] | None = None, shared_batch: int | None = SHARED_BATCH) -> dict:
+                    log: Callable[[str], None] | None = None, shared_batch: int | None = SHARED_BATCH,
+                    camera: Camera | None = None) -> dict:
     """Segment the held-out fields of ``source`` (a subset of at most ``per_source``; default
     :data:`DEFAULT_PER_SOURCE`) at automatic and at given scale, and return its metrics
     (``{METRIC_auto: v, METRIC_given: v, ..., "n": fields, "errors": failed segmentations,
@@ -475,7 +490,8 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
     is counted in ``errors`` and that field left out of the mode that failed. ``sheet``: a PNG
     path for the picture sheet of the first few fields. ``shared_batch``: also segment the fields
     in runs of that many at one shared scale (:func:`shared_diameters` of the automatic estimates;
-    keys ``METRIC_shared``); None: not."""
+    keys ``METRIC_shared``); None: not. ``camera``: each image as ``camera(rgb, field name)`` returns
+    it (e.g. :func:`phone_camera`), the truth unchanged."""
     t0 = time.perf_counter()
     n = DEFAULT_PER_SOURCE.get(source, 20) if per_source is None else per_source
     fields = heldout_fields(source, data)
@@ -491,7 +507,7 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
             truth_cache[f.name] = rbc_truth_count(f, rgb_cache[f.name])
         first = [f for f in fields if truth_cache.get(f.name)]
     chosen = select_fields(fields, n, stratify=source in STRATIFIED_SOURCES, first=first)
-    out = evaluate_fields(segmenter, chosen, source, sheet, log, shared_batch, rgb_cache, truth_cache)
+    out = evaluate_fields(segmenter, chosen, source, sheet, log, shared_batch, rgb_cache, truth_cache, camera)
     out["seconds"] = time.perf_counter() - t0
     return {k: _round(v) for k, v in out.items()}
 
@@ -499,7 +515,7 @@ def evaluate_source(segmenter: Segmenter, source: str, data: str | Path | None =
 def evaluate_fields(segmenter: Segmenter, chosen: Sequence[RealField], source: str, sheet: str | Path | None = None,
                     log: Callable[[str], None] | None = None, shared_batch: int | None = SHARED_BATCH,
                     rgb_cache: dict[str, np.ndarray] | None = None,
-                    truth_cache: dict[str, int | None] | None = None) -> dict:
+                    truth_cache: dict[str, int | None] | None = None, camera: Camera | None = None) -> dict:
     """:func:`evaluate_source` for given fields of ``source`` (a benchmark source, or :data:`LAB`);
     ``rgb_cache`` / ``truth_cache``: images and RBC truths already read, by field name."""
     from .infer import InputError
@@ -535,6 +551,8 @@ def evaluate_fields(segmenter: Segmenter, chosen: Sequence[RealField], source: s
             continue
         mask = f.wbc_mask()
         rbc_true = truth_cache[f.name] if f.name in truth_cache else rbc_truth_count(f, rgb)
+        if camera is not None:  # after the truth: an RBC count from points must not see the camera's look
+            rgb = camera(rgb, f.name)
         row = (_SheetRow(f.name, rgb, {}, f.rbc_diameter, list(f.wbc_boxes), mask, f.reviewed_wbc)
                if f.name in sheet_names else None)
         ok = False
