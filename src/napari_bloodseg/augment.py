@@ -136,18 +136,23 @@ def appearance(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, stre
         x = x + rng.standard_normal(x.shape).astype(np.float32) * rng.uniform(0.005, 0.03) * s
     out = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
     if rng.random() < 0.3:
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(out).save(buf, format="JPEG", quality=int(rng.integers(25, 90)))
-        out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        out = _jpeg(out, int(rng.integers(25, 90)))
     return out
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` (uint8 RGB) after a JPEG round trip at ``quality``."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 # A phone photographing through the eyepiece, as the benchmark's --camera phone applies it to a
 # real field at its own resolution: light falling to 55 % in the corners, a warm cast, sensor noise
-# of 4 grey levels and JPEG at quality 40 (the shipped model at automatic scale, 8 held-out fields
-# each: wbc_rpi false WBCs per field 0.12 -> 3.75, pig_wbc 0.38 -> 1.0; model card, session 30).
+# of 4 grey levels and JPEG at quality 40 (the shipped model at automatic scale, another 8 held-out
+# fields each: wbc_rpi false WBCs per field 0.12 -> 3.75, pig_wbc 0.38 -> 1.0; model card, session 30).
 PHONE_CORNER_LIGHT = 0.55
 PHONE_CAST = (1.05, 0.97, 0.85)  # R, G, B gains
 PHONE_NOISE = 4.0  # grey levels (std)
@@ -166,12 +171,7 @@ def cheap_camera(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = rgb.astype(np.float32) * (1 - (1 - PHONE_CORNER_LIGHT) * r2)[..., None].astype(np.float32)
     x *= np.array(PHONE_CAST, np.float32)
     x += rng.standard_normal(x.shape).astype(np.float32) * PHONE_NOISE
-    out = (np.clip(x, 0, 255) + 0.5).astype(np.uint8)
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(out).save(buf, format="JPEG", quality=PHONE_JPEG_QUALITY)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return _jpeg((np.clip(x, 0, 255) + 0.5).astype(np.uint8), PHONE_JPEG_QUALITY)
 
 
 def mild_colour(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
