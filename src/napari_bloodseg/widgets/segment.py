@@ -133,7 +133,7 @@ class SegmentWidget(WorkerDock, Container):
             "(d4: 8x the time) of each tile: slightly more accurate borders and cell types",
         )
         self._tighten = CheckBox(
-            text="tighten WBC outlines", value=True,
+            text="tidy WBC outlines and platelets", value=True,
             tooltip="The model draws white cells a little large, with thin spurs along the red cells touching "
             "them: a pixel is white cell only where the model is at least 75 % sure it is one, and spurs "
             "thinner than half an RBC diameter and a rim of 0.04 RBC diameters are trimmed (their pixels "
