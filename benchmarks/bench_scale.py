@@ -2,12 +2,15 @@
 points or masks (issue "Automatic scale that is right on real fields"), and its cost.
 
     python benchmarks/bench_scale.py [--model CKPT] [--per-source N] [--sources a,b] [--shared-batch B]
-                                     [--method network|classical] [--rescale F,F,...] [--out scale.json]
+                                     [--method network|classical] [--rescale F,F,...] [--camera phone]
+                                     [--out scale.json]
 
 Only the estimate runs (no segmentation), so all held-out fields of a source can be measured in
 seconds each. Per source: fraction of fields within ±15 % of the truth, median relative error,
 and the worst fields. With ``--rescale``, each field is also resized by each factor (another
-objective or camera: the truth scales with it) and scored again, under ``rescaled``. Cost: mean
+objective or camera: the truth scales with it) and scored again, under ``rescaled``. With ``--camera
+phone`` every field (resized or not) is first taken as a phone through the eyepiece would take it
+(realmetrics.phone_camera, as ``bench_real.py --camera``). Cost: mean
 estimate time against segmenting a 1000×1000 rendered field at a given scale, measured in the same run.
 """
 
@@ -61,8 +64,10 @@ def rescale_factors(text: str) -> list[float]:
     return factors
 
 
-def estimate_rows(seg, chosen, factor: float = 1.0) -> tuple[list[dict], list[float]]:
-    """Per field: truth, estimate, cells, method, relative error (fields resized by ``factor``)."""
+def estimate_rows(seg, chosen, factor: float = 1.0,
+                  camera: realmetrics.Camera | None = None) -> tuple[list[dict], list[float]]:
+    """Per field: truth, estimate, cells, method, relative error (fields resized by ``factor``, then
+    taken by ``camera``)."""
     from napari_bloodseg.infer import _resize_uint8
 
     rows, times = [], []
@@ -74,6 +79,8 @@ def estimate_rows(seg, chosen, factor: float = 1.0) -> tuple[list[dict], list[fl
         if factor != 1.0:
             h, w = rgb.shape[:2]
             rgb = _resize_uint8(rgb, max(8, round(h * factor)), max(8, round(w * factor)), smooth=True)
+        if camera is not None:
+            rgb = camera(rgb, f.name)
         truth = f.rbc_diameter * factor
         t = time.perf_counter()
         d, n, how = seg.estimate_rbc_diameter(rgb)
@@ -104,6 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rescale", type=rescale_factors, default=[],
                     help="also score every field resized by each of these factors, e.g. 0.5,2 (another objective or "
                          "camera; the truth scales with it): JSON key 'rescaled' (default: none)")
+    ap.add_argument("--camera", default="none", choices=sorted(realmetrics.CAMERAS),
+                    help="estimate on the fields as this camera takes them ('phone': through the eyepiece; "
+                         "default: as recorded)")
     ap.add_argument("--no-cost", action="store_true", help="skip the cost measurement")
     ap.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     args = ap.parse_args(argv)
@@ -114,12 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not data.is_dir():
         ap.error(f"no data folder {data}")
     seg = Segmenter.from_file(args.model, "cpu", scale_method=args.method, backend=args.backend)
+    camera = realmetrics.CAMERAS[args.camera]
     result: dict = {"model": str(args.model or "default"), "method": args.method, "backend": seg.backend_text,
-                    "sources": {}}
+                    **({"camera": args.camera} if camera else {}), "sources": {}}
     for source in [s.strip() for s in args.sources.split(",") if s.strip()]:
         fields = [f for f in realmetrics.heldout_fields(source, data) if f.rbc_diameter]
         chosen = realmetrics.select_fields(fields, args.per_source)
-        rows, times = estimate_rows(seg, chosen)
+        rows, times = estimate_rows(seg, chosen, camera=camera)
         within, err_median = _within(rows)
         summary = {"n": len(rows), "within_15pct": within, "err_median": err_median}
         shared = ""
@@ -136,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         for r in summary["worst"][:3]:
             print(f"    {r['field']}: truth {r['truth']} est {r['estimate']} ({r['cells']} cells, {r['method']})")
         for factor in args.rescale:
-            within, err_median = _within(estimate_rows(seg, chosen, factor)[0])
+            within, err_median = _within(estimate_rows(seg, chosen, factor, camera)[0])
             result.setdefault("rescaled", {}).setdefault(source, {})[str(factor)] = {
                 "within_15pct": within, "err_median": err_median}
             print(f"    resized x{factor}: within15 {within}  median err {err_median}", flush=True)

@@ -375,3 +375,10 @@ def test_bench_scale_scores_real_fields_resized_to_another_magnification(tmp_pat
     # the truth doubles with the image, and the estimate follows it (session 22: 0.95-1.00 within 15 %
     # at x0.5-x2.5 on bcd_draaslan, BCCD 0.75-0.80, Chula 0.90-0.95)
     assert doubled["err_median"] is not None and doubled["err_median"] < 0.2
+    phone = bench.main(["--sources", "bcd_draaslan", "--per-source", "3", "--shared-batch", "0", "--camera", "phone",
+                        "--no-cost", "--out", str(tmp_path / "phone.json")])
+    assert phone["camera"] == "phone" and "camera" not in result
+    # the same fields, other pictures: the estimates move, the truths do not
+    rows, phone_rows = plain["fields"], phone["sources"]["bcd_draaslan"]["fields"]
+    assert [r["truth"] for r in rows] == [r["truth"] for r in phone_rows]
+    assert [r["estimate"] for r in rows] != [r["estimate"] for r in phone_rows]
