@@ -37,6 +37,14 @@ MIN_AREA_WHOLE = {"rbc": 0.3, "wbc": 0.6, "thrombocyte": 0.01, "platelet clump":
 # away before instances are cut, so they neither inflate the WBC nor count as cells.
 WBC_OPENING = 0.1  # radius, x RBC diameter
 _SPLIT = {"rbc": True, "wbc": True, "thrombocyte": True, "platelet clump": False}
+# Where a smear is thick, RBCs overlap by up to half their width and their union has no clear waist,
+# so one peak per ~0.3 diameters merges them. An RBC part of over RBC_CLUMP_AREA RBC areas is no single
+# cell: it is cut again with peaks allowed RBC_CLUMP_PEAK_DISTANCE diameters apart (held-out
+# bcd_draaslan fields, all boxed: median count error 0.150 → 0.105; a round cell has one peak
+# whatever the distance, and the area guard keeps elongated single cells whole).
+RBC_CLUMP_AREA = 1.4
+RBC_CLUMP_PEAK_DISTANCE = 0.15
+PEAK_DISTANCE = 0.3  # x the group's diameter
 
 
 @dataclass
@@ -55,12 +63,13 @@ class CellRecord:
     cut_by_border: bool = False  # touches the image edge: part of the cell may lie outside the image
 
 
-def _split(mask: np.ndarray, diameter: float) -> np.ndarray:
-    """Distance-transform watershed: one marker per cell core at least ~0.6 diameters apart."""
+def _split(mask: np.ndarray, diameter: float, peak_distance: float = PEAK_DISTANCE) -> np.ndarray:
+    """Distance-transform watershed: one marker per cell core, cores at least ``peak_distance``
+    diameters apart (in rows or columns)."""
     dist = ndi.distance_transform_edt(mask)
     coarse = measure.label(mask)
     peaks = feature.peak_local_max(
-        dist, min_distance=max(1, int(round(diameter * 0.3))), threshold_abs=max(1.0, diameter * 0.15),
+        dist, min_distance=max(1, int(round(diameter * peak_distance))), threshold_abs=max(1.0, diameter * 0.15),
         labels=coarse, exclude_border=False,
     )
     markers = np.zeros(mask.shape, np.int32)
@@ -71,6 +80,27 @@ def _split(mask: np.ndarray, diameter: float) -> np.ndarray:
         rr, cc = np.nonzero(coarse == lab)
         markers[rr[len(rr) // 2], cc[len(cc) // 2]] = markers.max() + 1
     return segmentation.watershed(-dist, markers, mask=mask)
+
+
+def _split_rbc_clumps(parts: np.ndarray, diameter: float) -> np.ndarray:
+    """``parts`` with each part larger than RBC_CLUMP_AREA RBCs cut again at RBC_CLUMP_PEAK_DISTANCE."""
+    limit = RBC_CLUMP_AREA * np.pi * (diameter / 2) ** 2
+    sizes = np.bincount(parts.ravel())
+    big = np.nonzero(sizes > limit)[0]
+    big = big[big > 0]
+    if not len(big):
+        return parts
+    out = parts.copy()
+    next_id = int(parts.max()) + 1
+    boxes = ndi.find_objects(parts)
+    for p in big:
+        sl = boxes[p - 1]
+        part = parts[sl] == p
+        sub = _split(part, diameter, RBC_CLUMP_PEAK_DISTANCE)
+        if sub.max() > 1:
+            out[sl][part] = sub[part] + next_id
+            next_id += int(sub.max())
+    return out
 
 
 def _fill_small_holes(mask: np.ndarray, max_area: int, inside: np.ndarray | None = None) -> np.ndarray:
@@ -117,6 +147,8 @@ def find_cells(
             mask = shrink_mask(mask, WBC_OPENING * rbc_diameter, border_is_edge=True)
         d = rbc_diameter * REL_DIAMETER[group]
         parts = _split(mask, d) if _SPLIT[group] else measure.label(mask)
+        if group == "rbc":
+            parts = _split_rbc_clumps(parts, d)
         for r in measure.regionprops(parts):
             r0, c0, r1, c1 = r.bbox
             cut = r0 == 0 or c0 == 0 or r1 == h or c1 == w
