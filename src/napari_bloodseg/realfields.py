@@ -59,6 +59,24 @@ REVIEWED_WBC_BOXES: dict[tuple[str, str], tuple[Box, ...]] = {
     ("wbc_rpi", "B-59_0185"): ((360.0, 455.0, 424.0, 517.0),),
     ("wbc_rpi", "L-9_0296"): ((276.0, 208.0, 338.0, 263.0), (379.0, 473.0, 445.0, 532.0)),
     ("bccd", "BloodImage_00171"): ((0.0, 155.0, 210.0, 365.0),),  # granular, cut by the top edge
+    # session 31: every WBC-class detection left unmatched at the given scale on 50-field selections
+    # (bench_real --per-source 50, and select_fields' plain spread) looked at; these are WBCs, the
+    # rest (glass, RBC clumps, parts of a boxed WBC) are not
+    ("wbc_rpi", "B-59_0179"): ((256.0, 325.0, 322.0, 391.0),),
+    ("wbc_rpi", "B-59_0183"): ((249.0, 88.0, 314.0, 151.0),),
+    ("wbc_rpi", "B-59_0187"): ((0.0, 469.0, 41.0, 531.0),),  # cut by the top edge
+    ("wbc_rpi", "L-9_0243"): ((377.0, 79.0, 442.0, 148.0),),
+    ("wbc_rpi", "L-9_0246"): ((207.0, 105.0, 275.0, 178.0),),
+    ("wbc_rpi", "L-9_0317"): ((96.0, 491.0, 140.0, 532.0), (322.0, 278.0, 378.0, 333.0), (373.0, 166.0, 439.0, 223.0)),
+    ("wbc_rpi", "N-3B_0136"): ((419.0, 622.0, 450.0, 693.0),),  # cut by the bottom edge
+    ("wbc_rpi", "B-59_0181"): ((235.0, 629.0, 301.0, 690.0),),
+    ("wbc_rpi", "B-59_0184"): ((358.0, 90.0, 423.0, 150.0),),
+    ("wbc_rpi", "B-59_0188"): ((0.0, 129.0, 39.0, 190.0),),  # cut by the top edge
+    ("wbc_rpi", "B-59_0233"): ((354.0, 451.0, 425.0, 511.0),),
+    ("pig_wbc", "269_JPG.rf.d58ba84ed5ca4c6a53cad301e80a2043"): ((187.0, 0.0, 212.0, 22.0),),  # cut by the left edge
+    ("pig_wbc", "301_JPG.rf.4fcc20ef6e1f884b5edc210bcb2df234"): ((342.0, 333.0, 363.0, 361.0),),
+    ("pig_wbc", "391_JPG.rf.56a280b65fad99b03176f721e5e9ae32"): ((95.0, 72.0, 108.0, 88.0),),
+    ("pig_wbc", "80_JPG.rf.b6898cc51354302630e696f8e782112d"): ((209.0, 181.0, 222.0, 198.0),),
 }
 
 
