@@ -313,19 +313,16 @@ def test_wbcs_added_on_review_lie_on_held_out_fields_inside_the_image():
     pair) and the box lies in the image, apart from the boxes the source already has."""
     from napari_bloodseg.realfields import REVIEWED_WBC_BOXES, box_iou
 
-    for source in {s for s, _ in REVIEWED_WBC_BOXES}:
-        held = {f.name: f for f in rm.heldout_fields(source)}
-        for (src, name), boxes in REVIEWED_WBC_BOXES.items():
-            if src != source:
-                continue
-            assert name in held, (source, name)
-            f = held[name]
-            h, w = f.image().shape[:2]
-            given = f.wbc_boxes[: len(f.wbc_boxes) - len(boxes)]
-            assert f.wbc_boxes[len(given):] == list(boxes)
-            for r0, c0, r1, c1 in boxes:
-                assert 0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w, (name, (r0, c0, r1, c1), (h, w))
-                assert all(box_iou((r0, c0, r1, c1), b) < 0.3 for b in given), name
+    held = {s: {f.name: f for f in rm.heldout_fields(s)} for s in {s for s, _ in REVIEWED_WBC_BOXES}}
+    for (source, name), boxes in REVIEWED_WBC_BOXES.items():
+        assert name in held[source], (source, name)
+        f = held[source][name]
+        h, w = f.image().shape[:2]
+        given = f.wbc_boxes[: len(f.wbc_boxes) - len(boxes)]
+        assert f.wbc_boxes[len(given):] == list(boxes)
+        for r0, c0, r1, c1 in boxes:
+            assert 0 <= r0 < r1 <= h and 0 <= c0 < c1 <= w, (name, (r0, c0, r1, c1), (h, w))
+            assert all(box_iou((r0, c0, r1, c1), b) < 0.3 for b in given), name
 
 
 def test_rbc_count_error_of_whole_cells_leaves_out_cells_cut_by_the_edge():

@@ -207,25 +207,19 @@ def test_cells_cut_by_the_border_are_flagged_and_whole_rbcs_counted(tmp_path):
     assert sorted(row["cut_by_border"] for row in rows) == ["False", "False", "True", "True"]
 
 
-def _discs(centres, radius, shape=(240, 320)):
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    mask = np.zeros(shape, bool)
-    for cy, cx in centres:
-        mask |= np.hypot(yy - cy, xx - cx) < radius
-    return mask
-
-
 @pytest.mark.parametrize("gap", [0.3, 0.35])
 def test_overlapping_rbcs_of_a_thick_smear_are_counted_one_by_one(gap):
     """Three RBCs overlapping like coins (thick areas of a smear, bcd_draaslan's fields), centres
     ``gap`` diameters apart, form a union without a clear waist; each is still one RBC. A large
     round RBC and an elongated one stay whole."""
     d = 40.0
-    lab = np.zeros((240, 320), np.uint8)
-    stack = _discs([(170, 60), (170 + 0.3 * d, 60 + gap * d), (170, 60 + 2 * gap * d)], d / 2)
-    pair = _discs([(60, 60), (60, 60 + 0.5 * d)], d / 2)
-    yy, xx = np.mgrid[:240, :320]
-    macrocyte = np.hypot(yy - 60, xx - 240) < 0.65 * d  # 1.69 RBC areas, round
+    shape = (240, 320)
+    lab = np.zeros(shape, np.uint8)
+    stack = disk(shape, (170, 60), d / 2) | disk(shape, (170 + 0.3 * d, 60 + gap * d), d / 2) | disk(
+        shape, (170, 60 + 2 * gap * d), d / 2)
+    pair = disk(shape, (60, 60), d / 2) | disk(shape, (60, 60 + 0.5 * d), d / 2)
+    macrocyte = disk(shape, (60, 240), 0.65 * d)  # 1.69 RBC areas, round
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     elongated = ((yy - 170) / (0.4 * d)) ** 2 + ((xx - 240) / (0.75 * d)) ** 2 < 1  # 1.2 RBC areas
     for m in (stack, pair, macrocyte, elongated):
         lab[m] = BloodClass.HEALTHY_RBC
