@@ -9,6 +9,7 @@ from napari_bloodseg.checkpoint import (
     DEFAULT_MODEL,
     CheckpointError,
     ModelInfo,
+    average_checkpoints,
     load_checkpoint,
     read_metadata,
     save_checkpoint,
@@ -111,3 +112,37 @@ def test_default_model_ships_and_loads():
     model, info = load_checkpoint()
     assert info.rbc_diameter_px > 0 and info.training
     assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
+
+
+def test_averaged_checkpoint_lies_between_the_two_and_drops_the_size_model(tmp_path):
+    from napari_bloodseg.scalehead import fit_head
+
+    rng = np.random.default_rng(0)
+    head = fit_head(rng.normal(size=(50, 8)), rng.uniform(-1, 1, 50), hidden=4, epochs=2)
+    torch.manual_seed(0)
+    base, tuned = UNet(width=4), UNet(width=4)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn_like(p))
+        for bn in (m for m in tuned.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.fill_(2.0)  # batch-norm statistics are averaged too
+            bn.num_batches_tracked.fill_(7)  # counters come from the fine-tuned one
+    save_checkpoint(tmp_path / "base.safetensors", base, ModelInfo(width=4, training={"class_weights": [1.0, 2.0]}))
+    save_checkpoint(tmp_path / "tuned.safetensors", tuned, ModelInfo(width=4, scale_head=head, training={"class_weights": [3.0, 2.0]}))
+    model, info = average_checkpoints(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", 0.25)
+    b, t, m = base.state_dict(), tuned.state_dict(), model.state_dict()
+    floats = [k for k in m if m[k].is_floating_point()]
+    assert floats and all(torch.allclose(m[k], 0.75 * b[k] + 0.25 * t[k], atol=1e-6) for k in floats)
+    assert any(not torch.allclose(m[k], b[k]) for k in floats)
+    counters = [k for k in m if k.endswith("num_batches_tracked")]
+    assert counters and all(int(m[k]) == 7 for k in counters)
+    assert info.scale_head is None  # it read the tuned encoder, which the average changed
+    assert info.training["averaged"]["alpha"] == 0.25 and info.training["tuned_training"] == {"class_weights": [3.0, 2.0]}
+    assert info.training["class_weights"] == [1.5, 2.0]  # a later fine-tune's loss balance, averaged alike
+    save_checkpoint(tmp_path / "avg.safetensors", model, info)
+    assert load_checkpoint(tmp_path / "avg.safetensors")[1].scale_head is None
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        average_checkpoints(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", 1.5)
+    save_checkpoint(tmp_path / "wide.safetensors", UNet(width=8), ModelInfo(width=8))
+    with pytest.raises(CheckpointError, match="width"):
+        average_checkpoints(tmp_path / "wide.safetensors", tmp_path / "tuned.safetensors")

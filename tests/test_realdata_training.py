@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, cheap_camera, zoom
+from napari_bloodseg.augment import AugmentLevel, appearance, augment_level, augment_pair, cheap_camera, low_res_camera, zoom
 from napari_bloodseg.classes import IGNORE_INDEX, NOT_WBC, SOME_WBC, WBC_CLASSES, BloodClass
 from napari_bloodseg.fieldlabels import derive_labels
 from napari_bloodseg.losses import PartialCrossEntropy
@@ -115,6 +115,20 @@ def test_cheap_camera_darkens_corners_warms_and_compresses():
     assert 0.5 < f[50:70, 70:90, 1].std() < 8  # sensor noise, most of it smoothed away by the JPEG
     with pytest.raises(ValueError, match="uint8"):
         cheap_camera(img.astype(np.float32), np.random.default_rng(0))
+
+
+def test_low_res_camera_loses_detail_at_the_training_scale():
+    img = render_smear((128, 128), seed=2, infected_fraction=0.5).image
+
+    def edges(a):
+        return np.abs(np.diff(a.astype(float), axis=1)).mean()
+
+    coarse = low_res_camera(img, np.random.default_rng(0), 0.35)
+    fine = low_res_camera(img, np.random.default_rng(0), 0.9)
+    assert coarse.shape == img.shape and coarse.dtype == np.uint8
+    assert np.array_equal(coarse, low_res_camera(img, np.random.default_rng(0), 0.35))
+    assert edges(coarse) < 0.8 * edges(fine)  # 13 px RBCs enlarged 2.8x: soft edges, big grains
+    assert np.abs(coarse.astype(float) - img).mean() < 25  # still the same field
 
 
 # ----------------------------------------------------------------------------- derived labels

@@ -18,6 +18,8 @@ from scipy import ndimage as ndi
 from .classes import IGNORE_INDEX
 
 WIDE_STRENGTH = (0.6, 1.5)  # range of the wide appearance strength, drawn per training view
+LOW_RES_CAMERA_P = 0.25  # share of wide views recorded by a lower-resolution camera (low_res_camera)
+LOW_RES_FACTOR = (0.35, 0.9)  # its pixels per RBC against the training scale's
 
 
 class AugmentLevel(str, Enum):
@@ -135,6 +137,8 @@ def appearance(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator, stre
     if rng.random() < 0.4:
         x = x + rng.standard_normal(x.shape).astype(np.float32) * rng.uniform(0.005, 0.03) * s
     out = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if rng.random() < LOW_RES_CAMERA_P:
+        return low_res_camera(out, rng, float(rng.uniform(*LOW_RES_FACTOR)), s)
     if rng.random() < 0.3:
         out = _jpeg(out, int(rng.integers(25, 90)))
     return out
@@ -147,6 +151,20 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def low_res_camera(img: np.ndarray, rng: np.random.Generator, factor: float, strength: float = 1.0) -> np.ndarray:
+    """``img`` (uint8, at the training scale) as a camera with ``factor`` times fewer pixels per RBC
+    records it and the segmenter scales it back up: sensor noise and JPEG blocks at the camera's
+    resolution, so magnified (a field with 13 px RBCs is enlarged 2.8x)."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    sw, sh = max(8, round(w * factor)), max(8, round(h * factor))
+    small = np.asarray(Image.fromarray(img).resize((sw, sh), Image.Resampling.BILINEAR), np.float32)
+    small = small + rng.standard_normal(small.shape).astype(np.float32) * rng.uniform(1, 6) * strength
+    small = _jpeg((np.clip(small, 0, 255) + 0.5).astype(np.uint8), int(rng.integers(25, 80)))
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR))
 
 
 # A phone photographing through the eyepiece, as the benchmark's --camera phone applies it to a

@@ -152,3 +152,27 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     except RuntimeError as e:
         raise CheckpointError(f"{path.name}: weights do not match a width-{info.width} U-Net") from e
     return model.to(device).eval(), info
+
+
+def average_checkpoints(base: str | os.PathLike | None, tuned: str | os.PathLike, alpha: float = 0.5) -> tuple[UNet, ModelInfo]:
+    """Weights ``(1 - alpha) * base + alpha * tuned`` (WiSE-FT, Wortsman et al. 2022) of two
+    checkpoints of the same network, ``tuned`` fine-tuned from ``base`` (None: the shipped model).
+    Batch-norm statistics are averaged too; integer buffers come from ``tuned``. The size model reads
+    the encoder's features, which averaging changes: the result has none (automatic scale falls
+    back) until one is fitted to it (scripts/fit_scale_head.py)."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1] (the weight of the fine-tuned checkpoint), got {alpha}")
+    base_model, base_info = load_checkpoint(base)
+    model, info = load_checkpoint(tuned)
+    b, t = base_model.state_dict(), model.state_dict()
+    if base_info.width != info.width:
+        raise CheckpointError(f"not the same network: width {base_info.width} against {info.width}")
+    model.load_state_dict({k: (1 - alpha) * b[k] + alpha * v if v.is_floating_point() else v for k, v in t.items()})
+    info.scale_head = None
+    tuned_training, base_training = info.training, base_info.training
+    info.training = {"averaged": {"base": str(base if base is not None else DEFAULT_MODEL.name), "tuned": str(tuned),
+                                  "alpha": alpha}, "tuned_training": tuned_training, "base_training": base_training}
+    wb, wt = base_training.get("class_weights"), tuned_training.get("class_weights")
+    if wb and wt and len(wb) == len(wt):  # the loss balance a later fine-tune starts from
+        info.training["class_weights"] = [round((1 - alpha) * b + alpha * t, 4) for b, t in zip(wb, wt)]
+    return model, info
