@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--real-repeat", type=int, default=4, help="random windows per real field and epoch")
     ap.add_argument("--augment", default="wide", choices=["mild", "wide"], help="augmentation level (see augment.py)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0, help="order of the training tiles (another seed: a sibling run to average)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     ap.add_argument("--render-procs", type=int, default=1, help="processes drawing the rendered tiles")
     ap.add_argument("--minutes", type=float, default=0, help="stop after this many minutes of training (0: no limit)")
@@ -125,7 +126,7 @@ def main() -> None:
         elif ev["step"] % 200 == 0:
             print(f"  epoch {ev['epoch'] + 1} step {ev['step']}/{ev['steps']} loss {ev['loss']:.4f} ({time.time() - t0:.0f} s)", flush=True)
 
-    cfg = BudgetConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device=args.device,
+    cfg = BudgetConfig(epochs=args.epochs, batch_size=args.batch_size, width=args.width, device=args.device, seed=args.seed,
                        init=args.init, lr=args.lr, lr_late=args.lr_late, lr_drop_epoch=args.lr_drop_epoch, workers=args.workers, freeze_encoder=args.freeze_encoder,
                        distill=args.distill, distill_where=args.distill_where, distill_classes=args.distill_classes,
                        drop_time=t_start + 60 * args.minutes * args.drop_at if args.minutes else 0.0)
