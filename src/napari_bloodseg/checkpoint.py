@@ -174,5 +174,5 @@ def average_checkpoints(base: str | os.PathLike | None, tuned: str | os.PathLike
                                   "alpha": alpha}, "tuned_training": tuned_training, "base_training": base_training}
     wb, wt = base_training.get("class_weights"), tuned_training.get("class_weights")
     if wb and wt and len(wb) == len(wt):  # the loss balance a later fine-tune starts from
-        info.training["class_weights"] = [round((1 - alpha) * b + alpha * t, 4) for b, t in zip(wb, wt)]
+        info.training["class_weights"] = [round((1 - alpha) * x + alpha * y, 4) for x, y in zip(wb, wt)]
     return model, info
